@@ -1,0 +1,156 @@
+#!/usr/bin/env python3
+"""Build the local control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
+kubectl, helm) from their Go modules into a versioned cache outside the repository.
+
+k8s.io/kubernetes and go.etcd.io/etcd/server/v3 cannot be `go install`ed because their go.mod
+files replace sibling modules with local paths. We build each from a small wrapper module that
+requires the real module and replaces every such local-path module with the published module of
+the matching version. The list is read from the downloaded go.mod, never hard-coded.
+
+Already built versions are skipped, so a warm run costs a few stat() calls.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+K8S_VERSION = os.environ.get("COAI_K8S_VERSION", "v1.35.4")
+ETCD_VERSION = os.environ.get("COAI_ETCD_VERSION", "v3.6.16")
+HELM_VERSION = os.environ.get("COAI_HELM_VERSION", "v3.19.5")
+CACHE_ROOT = Path(os.environ.get("COAI_E2E_CACHE", Path.home() / ".cache" / "coai-operator"))
+
+K8S_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+LOCAL_REPLACE = re.compile(r"^\s*(?:replace\s+)?(\S+)\s+=>\s+(\./\S+|\.\./\S+)\s*$")
+
+
+def bin_dir() -> Path:
+    return CACHE_ROOT / "bin" / f"k8s-{K8S_VERSION}_etcd-{ETCD_VERSION}_helm-{HELM_VERSION}"
+
+
+def _go_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(CGO_ENABLED="0", GOFLAGS="-mod=mod", GOWORK="off")
+    return env
+
+
+def _run(cmd: list[str], cwd: Path) -> str:
+    print("+", " ".join(cmd), flush=True)
+    done = subprocess.run(cmd, cwd=cwd, env=_go_env(), check=True, stdout=subprocess.PIPE, text=True)
+    return done.stdout
+
+
+def _module_gomod(module: str, version: str, cwd: Path) -> str:
+    info = json.loads(_run(["go", "mod", "download", "-json", f"{module}@{version}"], cwd))
+    return Path(info["GoMod"]).read_text()
+
+
+def local_replacements(gomod: str) -> list[str]:
+    """Modules that a go.mod replaces with a local directory (the staging / sibling modules)."""
+    modules = []
+    in_block = False
+    for line in gomod.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("replace ("):
+            in_block = True
+            continue
+        if in_block and stripped == ")":
+            in_block = False
+            continue
+        if in_block or stripped.startswith("replace "):
+            match = LOCAL_REPLACE.match(stripped)
+            if match:
+                modules.append(match.group(1))
+    return modules
+
+
+def _major_matches(module: str, version: str) -> bool:
+    """A module path only accepts versions of its own major (`/v3` for v3.x, none for v0/v1)."""
+    major = int(version.removeprefix("v").split(".")[0])
+    suffix = re.search(r"/v(\d+)$", module)
+    return int(suffix.group(1)) == major if suffix else major <= 1
+
+
+def _wrapper(workdir: Path, name: str, module: str, version: str, sibling_version: str) -> None:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "go.mod").write_text(f"module coai-e2e/{name}\n\ngo 1.24\n")
+    gomod = _module_gomod(module, version, workdir)
+    siblings = [m for m in local_replacements(gomod) if _major_matches(m, sibling_version)]
+    replaces = "\n".join(f"\t{m} => {m} {sibling_version}" for m in siblings)
+    (workdir / "go.mod").write_text(
+        f"module coai-e2e/{name}\n\ngo 1.24\n\nrequire {module} {version}\n\nreplace (\n{replaces}\n)\n"
+    )
+
+
+def build_kubernetes(out: Path, work: Path) -> None:
+    staging_version = "v0." + K8S_VERSION.removeprefix("v1.")
+    wd = work / "kubernetes"
+    _wrapper(wd, "kubernetes", "k8s.io/kubernetes", K8S_VERSION, staging_version)
+    major, minor = K8S_VERSION.removeprefix("v").split(".")[:2]
+    stamp = []
+    for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+        stamp += [f"-X {pkg}.gitVersion={K8S_VERSION}", f"-X {pkg}.gitMajor={major}",
+                  f"-X {pkg}.gitMinor={minor}", f"-X {pkg}.gitTreeState=clean"]
+    pkgs = [f"k8s.io/kubernetes/cmd/{c}" for c in K8S_COMMANDS]
+    _run(["go", "build", "-trimpath", "-ldflags", "-s -w " + " ".join(stamp), "-o", str(out) + "/", *pkgs], wd)
+
+
+def build_etcd(out: Path, work: Path) -> None:
+    wd = work / "etcd"
+    _wrapper(wd, "etcd", "go.etcd.io/etcd/server/v3", ETCD_VERSION, ETCD_VERSION)
+    _run(["go", "build", "-trimpath", "-ldflags", "-s -w", "-o", str(out / "etcd"), "go.etcd.io/etcd/server/v3"], wd)
+
+
+def build_helm(out: Path, work: Path) -> None:
+    wd = work / "helm"
+    wd.mkdir(parents=True, exist_ok=True)
+    (wd / "go.mod").write_text(f"module coai-e2e/helm\n\ngo 1.24\n\nrequire helm.sh/helm/v3 {HELM_VERSION}\n")
+    _run(["go", "build", "-trimpath", "-ldflags", "-s -w", "-o", str(out / "helm"), "helm.sh/helm/v3/cmd/helm"], wd)
+
+
+TARGETS = {
+    "etcd": (("etcd",), build_etcd),
+    "kubernetes": (K8S_COMMANDS, build_kubernetes),
+    "helm": (("helm",), build_helm),
+}
+
+
+def ensure_built(targets: list[str] | None = None) -> Path:
+    out = bin_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    for name in targets or list(TARGETS):
+        binaries, builder = TARGETS[name]
+        if all((out / b).is_file() for b in binaries):
+            continue
+        started = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix=f"coai-build-{name}-") as tmp:
+            staging = Path(tmp) / "out"
+            staging.mkdir()
+            builder(staging, Path(tmp))
+            for b in binaries:  # move into place only when the whole build succeeded
+                shutil.move(str(staging / b), out / b)
+        print(f"built {name} in {time.monotonic() - started:.0f}s", flush=True)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("targets", nargs="*", choices=[*TARGETS, []], help="default: all")
+    parser.add_argument("--print-dir", action="store_true", help="only print the binary directory")
+    args = parser.parse_args()
+    if args.print_dir:
+        print(bin_dir())
+        return 0
+    print(ensure_built(args.targets or None))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

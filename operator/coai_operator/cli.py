@@ -1,0 +1,57 @@
+"""`coai-operator` command line: run the operator, or run one engine step by hand."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def _run_operator(args: argparse.Namespace) -> int:
+    from kopf.cli import main as kopf_main  # kopf's own CLI keeps every option it documents
+
+    argv = ["run", "--standalone", "-m", "coai_operator.main"]
+    if args.all_namespaces or not args.namespace:
+        argv.append("--all-namespaces")
+    for ns in args.namespace or []:
+        argv += ["--namespace", ns]
+    if args.liveness:
+        argv += ["--liveness", args.liveness]
+    if args.verbose:
+        argv.append("--verbose")
+    return kopf_main(argv, standalone_mode=False) or 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="coai-operator", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the operator (kopf) in the foreground")
+    run.add_argument("-n", "--namespace", action="append", help="watch this namespace (repeatable)")
+    run.add_argument("-A", "--all-namespaces", action="store_true", help="watch all namespaces (default)")
+    run.add_argument("--liveness", help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    run.add_argument("--verbose", action="store_true")
+    run.set_defaults(func=_run_operator)
+
+    engine = sub.add_parser("engine", help="run one engine step (what the migration Jobs run)", add_help=False)
+    engine.add_argument("engine_args", nargs=argparse.REMAINDER)
+    engine.set_defaults(func=lambda a: _engine(a.engine_args))
+    return parser
+
+
+def _engine(argv: Sequence[str]) -> int:
+    from coai_operator.engine.cli import main as engine_main
+
+    return engine_main(list(argv))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["engine"]:  # argparse would swallow the engine's own --help and options
+        return _engine(argv[1:])
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

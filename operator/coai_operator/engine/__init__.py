@@ -1,0 +1,1 @@
+"""The migration engine: what the operator's Jobs run, and a CLI for people."""

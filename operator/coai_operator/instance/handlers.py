@@ -1,0 +1,1 @@
+"""CoaiInstance handlers (registered by importing this module)."""

@@ -1,0 +1,39 @@
+"""kopf entry point: `kopf run -m coai_operator.main` (or `coai-operator run`).
+
+Settings live here; the handlers live with their resource and are registered on import.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import kopf
+
+from coai_operator import constants
+from coai_operator.instance import handlers as _instance_handlers  # noqa: F401  (registers handlers)
+from coai_operator.migration import handlers as _migration_handlers  # noqa: F401  (registers handlers)
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any) -> None:
+    settings.persistence.finalizer = f"{constants.GROUP}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=constants.GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=constants.GROUP, key="last-handled-configuration"
+    )
+    # Kubernetes Events for each action; kopf's own "Handler succeeded" chatter stays in the log.
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = int(os.environ.get("COAI_WATCH_TIMEOUT", "300"))
+    settings.watching.client_timeout = settings.watching.server_timeout + 30
+    settings.networking.request_timeout = 60
+    settings.batching.error_delays = [1, 2, 5, 10, 30, 60]
+    logger.info(
+        "coai-operator watching %s.%s and %s.%s (%s)",
+        constants.INSTANCE_PLURAL,
+        constants.GROUP,
+        constants.MIGRATION_PLURAL,
+        constants.GROUP,
+        constants.VERSION,
+    )

@@ -1,0 +1,1 @@
+"""CoaiMigration handlers (registered by importing this module)."""
