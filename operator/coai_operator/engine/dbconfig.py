@@ -95,7 +95,6 @@ def option_file(cfg: DbConfig) -> Iterator[Path]:
             f"port={cfg.port}\n"
             f"user={_option_value(cfg.user)}\n"
             f"password={_option_value(cfg.password)}\n"
-            f"connect-timeout={cfg.connect_timeout}\n"
         )
         if cfg.host not in ("localhost",):
             body += "protocol=TCP\n"

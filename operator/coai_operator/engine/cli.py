@@ -1,0 +1,77 @@
+"""`coai-operator engine <command>`: one safe, resumable step per command.
+
+Every command logs to stderr and ends with exactly one JSON line on stdout,
+`{"command": ..., "ok": true|false, ...}`, and exit code 0 (ok) or 1 (failed). The operator reads
+that line from the Job's log; a person can read it too.
+
+Each command lives in its own module exposing `add_arguments(parser)` and `run(args) -> dict`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import pymysql
+
+from coai_operator.engine.dbconfig import ConfigError
+from coai_operator.engine.errors import EngineError
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "plan": ("coai_operator.engine.plan", "show the upgrade path from the database's version"),
+    "backup": ("coai_operator.engine.backup", "dump database + archive storage, write a verified manifest"),
+    "restore": ("coai_operator.engine.restore", "verify a backup's checksums, then restore it"),
+    "migrate": ("coai_operator.engine.migrate", "apply each pending schema/data hop"),
+    "migrate-storage": ("coai_operator.engine.storage", "re-lay files out as 2.0 hash names (or --undo)"),
+    "validate": ("coai_operator.engine.validate", "check database, health, chat, files, data integrity"),
+    "seed-data": ("coai_operator.engine.seed", "generate a realistic dataset for a version"),
+}
+
+log = logging.getLogger("coai_operator.engine")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="coai-operator engine", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (module_name, help_text) in COMMANDS.items():
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        importlib.import_module(module_name).add_arguments(cmd)
+        cmd.set_defaults(module=module_name)
+    return parser
+
+
+def emit(result: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(result, sort_keys=True, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, pymysql.err.OperationalError) and exc.args:
+        code, text = exc.args[0], (exc.args[1] if len(exc.args) > 1 else "")
+        return f"database error {code}: {text}".splitlines()[0]
+    return (str(exc) or type(exc).__name__).splitlines()[0]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        result = importlib.import_module(args.module).run(args)
+    except (EngineError, ConfigError, pymysql.err.MySQLError, OSError) as exc:
+        reason = getattr(exc, "reason", "ConfigError" if isinstance(exc, ConfigError) else "Error")
+        message = _one_line(exc)
+        log.error("%s failed: %s", args.command, message)
+        emit({"command": args.command, "ok": False, "reason": reason, "error": message})
+        return 1
+    emit({"command": args.command, "ok": True, **(result or {})})
+    return 0
