@@ -27,5 +27,5 @@ class MigrationError(EngineError):
     reason = "MigrationFailed"
 
 
-class ValidationFailed(EngineError):
+class ValidationError(EngineError):
     reason = "ValidationFailed"
