@@ -22,6 +22,16 @@ def _run_operator(args: argparse.Namespace) -> int:
     return kopf_main(argv, standalone_mode=False) or 0
 
 
+def _print_version(_: argparse.Namespace) -> int:
+    import json
+    import platform
+
+    from coai_operator import __version__
+
+    print(json.dumps({"version": __version__, "python": platform.python_version()}))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="coai-operator", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -32,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--liveness", help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
     run.add_argument("--verbose", action="store_true")
     run.set_defaults(func=_run_operator)
+
+    version = sub.add_parser("version", help="print the operator version as JSON")
+    version.set_defaults(func=_print_version)
 
     engine = sub.add_parser("engine", help="run one engine step (what the migration Jobs run)", add_help=False)
     engine.add_argument("engine_args", nargs=argparse.REMAINDER)

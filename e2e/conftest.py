@@ -1,0 +1,145 @@
+"""e2e fixtures: a real Kubernetes control plane (started locally, or an existing cluster through
+KUBECONFIG), the CRDs, the operator process, and a fresh namespace per test.
+
+Set COAI_E2E_USE_KUBECONFIG=1 to run against the cluster in $KUBECONFIG (kind, a real cluster);
+otherwise the suite builds (once, cached) and starts its own control plane and node agent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from kubernetes import client, config
+from tests.mariadb import db_config, db_env, mariadb_proc, mariadb_server  # noqa: F401  (fixtures)
+
+from e2e.helpers import wait_for
+from e2e.localcluster.cluster import LocalCluster
+
+REPO = Path(__file__).resolve().parent.parent
+CRDS = REPO / "crds"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if Path(str(item.fspath)).is_relative_to(Path(__file__).parent):
+            item.add_marker(pytest.mark.e2e)
+
+
+@dataclass
+class Cluster:
+    kubeconfig: Path
+    local: LocalCluster | None = None
+    startup_seconds: float = 0.0
+
+    @property
+    def env(self) -> dict[str, str]:
+        if self.local:
+            return self.local.env()
+        return {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True,
+                timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        if self.local:
+            return self.local.kubectl(*args, input=input, check=check, timeout=timeout)
+        return subprocess.run(["kubectl", *args], input=input, capture_output=True, text=True, env=self.env,
+                              check=check, timeout=timeout)
+
+    def api_client(self) -> client.ApiClient:
+        return config.new_client_from_config(config_file=str(self.kubeconfig))
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    if os.environ.get("COAI_E2E_USE_KUBECONFIG") == "1":
+        yield Cluster(kubeconfig=Path(os.environ.get("KUBECONFIG", Path.home() / ".kube" / "config")))
+        return
+    local = LocalCluster(state_dir=Path(tempfile.mkdtemp(prefix="coai-e2e-")),
+                         keep_state=os.environ.get("COAI_E2E_KEEP_STATE") == "1")
+    try:
+        local.start()
+        print(f"\nlocal control plane started in {local.startup_seconds:.1f}s", file=sys.stderr)
+        yield Cluster(kubeconfig=local.kubeconfig, local=local, startup_seconds=local.startup_seconds)
+    finally:
+        local.stop()
+
+
+@pytest.fixture(scope="session")
+def crds_installed(cluster: Cluster) -> list[str]:
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRDS))
+    names = [f"{p}.coai.dev" for p in ("coaiinstances", "coaimigrations")]
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", *[f"crd/{n}" for n in names])
+    return names
+
+
+@dataclass
+class OperatorProcess:
+    cluster: Cluster
+    log_path: Path
+    kubeconfig: Path
+    extra_env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        env = {**self.cluster.env, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1", **self.extra_env}
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "coai_operator.cli", "run", "--all-namespaces", "--verbose"],
+            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=REPO)
+        log.close()
+        wait_for(lambda: "coai-operator watching" in self.log_text(), timeout=60,
+                 message="operator startup log line")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, sig)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+    def kill(self) -> None:
+        """SIGKILL: what a crashed or evicted operator looks like."""
+        self.stop(signal.SIGKILL)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@pytest.fixture(scope="session")
+def operator(cluster: Cluster, crds_installed: list[str],
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    """The operator (`coai-operator run`) as its own process, watching all namespaces."""
+    op = OperatorProcess(cluster=cluster, log_path=tmp_path_factory.mktemp("operator") / "operator.log",
+                         kubeconfig=cluster.kubeconfig)
+    op.start()
+    try:
+        yield op
+    finally:
+        op.stop()
+        if os.environ.get("COAI_E2E_SHOW_OPERATOR_LOG") == "1":
+            print(op.log_text()[-20000:], file=sys.stderr)
+
+
+@pytest.fixture
+def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    name = f"t-{request.node.name[:40].lower().replace('_', '-').strip('-')}-{uuid.uuid4().hex[:5]}"
+    name = "".join(c if c.isalnum() or c == "-" else "-" for c in name)
+    cluster.kubectl("create", "namespace", name)
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)

@@ -1,0 +1,66 @@
+"""A real MariaDB server for the integration and e2e layers (pytest-mysql starts it)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pymysql
+import pytest
+from pytest_mysql import factories
+
+from coai_operator.engine.dbconfig import DbConfig
+
+# A password with every character an option file or a shell would mangle.
+TEST_USER = "coai_engine"
+TEST_PASSWORD = "pa ss'w\"o\\rd$`#;=x"
+
+mariadb_proc = factories.mysql_proc(port=None, user="root")
+
+
+def _admin_connect(server: dict) -> pymysql.Connection:
+    # Debian's MariaDB authenticates root by unix_socket: connect as the OS user over the socket.
+    return pymysql.connect(unix_socket=server["socket"], user="root", autocommit=True)
+
+
+@pytest.fixture(scope="session")
+def mariadb_server(mariadb_proc) -> Iterator[dict]:
+    """The running server plus a password-protected application user."""
+    server = {"host": "127.0.0.1", "port": mariadb_proc.port, "socket": mariadb_proc.unixsocket}
+    conn = _admin_connect(server)
+    with conn.cursor() as cur:
+        # mariadb-install-db adds anonymous ''@localhost users; they would shadow ours over TCP.
+        cur.execute("SELECT Host FROM mysql.user WHERE User = ''")
+        for (host,) in cur.fetchall():
+            cur.execute("DROP USER ''@%s", (host,))
+        cur.execute("CREATE USER IF NOT EXISTS %s@'%%' IDENTIFIED BY %s", (TEST_USER, TEST_PASSWORD))
+        cur.execute("GRANT ALL PRIVILEGES ON *.* TO %s@'%%'", (TEST_USER,))
+    conn.close()
+    yield server
+
+
+@pytest.fixture
+def db_config(mariadb_server: dict) -> Iterator[DbConfig]:
+    """A fresh, empty database for one test, reached with the password-protected user."""
+    name = f"coai_{uuid.uuid4().hex[:10]}"
+    admin = _admin_connect(mariadb_server)
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+    cfg = DbConfig(host=mariadb_server["host"], port=mariadb_server["port"], user=TEST_USER,
+                   database=name, password=TEST_PASSWORD)
+    yield cfg
+    with admin.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+    admin.close()
+
+
+@pytest.fixture
+def db_env(db_config: DbConfig) -> dict[str, str]:
+    """The environment a Job would give the engine for `db_config`."""
+    return {
+        "MYSQL_HOST": db_config.host,
+        "MYSQL_PORT": str(db_config.port),
+        "MYSQL_USER": db_config.user,
+        "MYSQL_PASSWORD": db_config.password,
+        "MYSQL_DB": db_config.database,
+    }
