@@ -10,9 +10,11 @@ Each command lives in its own module exposing `add_arguments(parser)` and `run(a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -46,9 +48,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Kubernetes keeps at most 4096 bytes of a termination message.
+RESULT_FILE_LIMIT = 4096
+ESSENTIAL_KEYS = ("command", "ok", "reason", "error", "location", "artifacts", "rowCounts", "current", "target",
+                  "path", "applied", "checks", "failed")
+
+
 def emit(result: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(result, sort_keys=True, default=str) + "\n")
+    """The final JSON line on stdout, and in $COAI_RESULT_FILE (the Job's termination message)."""
+    line = json.dumps(result, sort_keys=True, default=str)
+    sys.stdout.write(line + "\n")
     sys.stdout.flush()
+    result_file = os.environ.get("COAI_RESULT_FILE")
+    if not result_file:
+        return
+    if len(line.encode()) > RESULT_FILE_LIMIT:
+        line = json.dumps({k: result[k] for k in ESSENTIAL_KEYS if k in result} | {"truncated": True},
+                          sort_keys=True, default=str)
+    with contextlib.suppress(OSError), open(result_file, "w", encoding="utf-8") as out:
+        out.write(line[-RESULT_FILE_LIMIT:] + "\n")
 
 
 def _one_line(exc: BaseException) -> str:

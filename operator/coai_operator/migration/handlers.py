@@ -1,1 +1,48 @@
-"""CoaiMigration handlers (registered by importing this module)."""
+"""CoaiMigration handlers (registered by importing this module). Thin: the machine does the work."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from coai_operator import constants
+from coai_operator.kube import Kube, KubeError
+from coai_operator.migration import machine, planner
+
+TICK_SECONDS = 2.0
+
+
+def _needs_work(body: kopf.Body) -> bool:
+    status = body.get("status") or {}
+    if status.get("phase") not in planner.TERMINAL_PHASES:
+        return True
+    requested = ((body.get("spec") or {}).get("rollback") or {}).get("requested")
+    rolled = any(s.get("name") in planner.ROLLBACK_STEPS for s in status.get("steps") or [])
+    return bool(requested) and not rolled and status.get("phase") != "RolledBack"
+
+
+@kopf.timer(constants.GROUP, constants.VERSION, constants.MIGRATION_PLURAL, interval=TICK_SECONDS,
+            initial_delay=0, id="migration")
+def migration_tick(body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
+    """Advance one migration. Finished migrations cost nothing: no API call unless a rollback is requested."""
+    if not _needs_work(body):
+        return
+    migration = {"apiVersion": body["apiVersion"], "kind": body["kind"], "metadata": dict(body["metadata"]),
+                 "spec": dict(body.get("spec") or {}), "status": dict(body.get("status") or {})}
+    kube = Kube()
+    try:
+        status, events, _ = machine.reconcile(kube, migration)
+    except KubeError as exc:
+        raise kopf.TemporaryError(f"API error: {exc.message}", delay=5) from exc
+    old = {k: v for k, v in (body.get("status") or {}).items() if k in machine.STATUS_KEYS}
+    if status != old:
+        patch = {k: status.get(k) for k in set(old) | set(status) if old.get(k) != status.get(k)}
+        kube.patch(constants.API_VERSION, constants.MIGRATION_KIND, body["metadata"]["namespace"],
+                   body["metadata"]["name"], {"status": patch}, subresource="status")
+    for type_, reason, message in events:
+        kopf.event(migration, type=type_, reason=reason, message=message)
+        log_fn = logger.warning if type_ == "Warning" else logger.info
+        log_fn("%s: %s", reason, message)
+    logger.debug("migration tick: %s", kube.stats)
