@@ -44,6 +44,8 @@ PROVISIONER = "coai.dev/local-dir"
 STORAGE_CLASS = "local"
 LOCAL_IMAGE_PATTERN = re.compile(os.environ.get("COAI_AGENT_LOCAL_IMAGES", r"(^|/)coai-operator(:|@|$)"))
 HERE = Path(__file__).resolve().parent
+# Where a pod's mount sources are staged (see podlaunch.py); outside any plausible mountPath.
+STAGE_ROOT = Path("/run/coai-node-agent")
 log = logging.getLogger("node-agent")
 
 
@@ -455,8 +457,9 @@ class NodeAgent:
         argv = [re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m.group(1), m.group(0)), a)
                 for a in argv]
         spec_file = run.dir / f"{container.name}.launch.json"
+        stage = STAGE_ROOT / f"{pod.metadata.uid}-{container.name}"
         spec_file.write_text(json.dumps({"mounts": mounts, "argv": argv, "env": env,
-                                         "workingDir": container.working_dir}))
+                                         "workingDir": container.working_dir, "stageDir": str(stage)}))
         spec_file.chmod(0o600)
         log_file = run.dir / f"{container.name}.log"
         with log_file.open("ab") as out:
@@ -511,6 +514,8 @@ class NodeAgent:
     def finish(self, pod: client.V1Pod, run: PodRun, results: dict[str, tuple[int, str]], started: dict[str, str],
                restarts: dict[str, int] | None = None) -> None:
         ok = all(code == 0 for code, _ in results.values())
+        for stage in STAGE_ROOT.glob(f"{pod.metadata.uid}-*"):  # empty mountpoints; the mounts died with the pod
+            shutil.rmtree(stage, ignore_errors=True)
         status = self.base_status(pod, "Succeeded" if ok else "Failed", False)
         status["containerStatuses"] = [
             {"name": c.name, "image": c.image, "imageID": f"local://{c.image}", "ready": False, "started": False,

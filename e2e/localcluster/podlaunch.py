@@ -2,7 +2,7 @@
 pod's volumes at their mountPaths, then execs the container's command.
 
 argv[1] is a JSON file: {"mounts": [{"source", "target", "readOnly"}], "argv": [...], "env": {...},
-"workingDir": str}. Only this process and its children see the mounts.
+"workingDir": str, "stageDir": str}. Only this process and its children see the mounts.
 """
 
 from __future__ import annotations
@@ -28,8 +28,17 @@ def bind(source: str, target: str, read_only: bool) -> None:
 
 def main() -> None:
     spec = json.loads(Path(sys.argv[1]).read_text())
+    # Every source is first bound under a staging directory: once a target such as /tmp is mounted,
+    # sources that live below it (the agent's state dir) would no longer be reachable by path.
+    stage = Path(spec["stageDir"])
+    stage.mkdir(parents=True, exist_ok=True)
+    staged = []
+    for index, mount in enumerate(spec["mounts"]):
+        point = stage / str(index)
+        bind(mount["source"], str(point), False)
+        staged.append({**mount, "source": str(point)})
     # Shorter targets first so a mount inside another mount lands on top of it.
-    for mount in sorted(spec["mounts"], key=lambda m: len(m["target"])):
+    for mount in sorted(staged, key=lambda m: len(m["target"])):
         bind(mount["source"], mount["target"], mount.get("readOnly", False))
     os.chdir(spec.get("workingDir") or "/")
     argv = spec["argv"]

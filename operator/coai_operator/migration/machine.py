@@ -541,8 +541,22 @@ def advance(ctx: Ctx) -> float | None:
     return None
 
 
+def wait_for_lock(ctx: Ctx, holder: str) -> float:
+    message = (f"CoaiInstance {ctx.instance_name} is being migrated by {holder}; this migration starts when "
+               "that one ends")
+    if ctx.status.get("message") != message:
+        ctx.event("WaitingForLock", message)
+    set_phase(ctx, "Pending", "WaitingForLock", message)
+    return LOCK_RETRY_SECONDS
+
+
 def begin(ctx: Ctx) -> float | None:
-    """Plan, take the lock, lay out the steps."""
+    """Wait for the lock to be free, plan, take the lock, lay out the steps."""
+    holder = lock_holder(ctx.instance)
+    if holder and holder != ctx.name and \
+            ctx.kube.get(constants.API_VERSION, constants.MIGRATION_KIND, ctx.namespace, holder) is not None:
+        # Planning against an instance another migration is changing would plan from a stale version.
+        return wait_for_lock(ctx, holder)
     table = load_bundle().table
     try:
         plan = planner.plan_migration(ctx.spec, ctx.instance, table, ctx.instance_name)
@@ -564,10 +578,7 @@ def begin(ctx: Ctx) -> float | None:
         return None
     holder = acquire_lock(ctx)
     if holder is not None:
-        set_phase(ctx, "Pending", "WaitingForLock",
-                  f"CoaiInstance {ctx.instance_name} is being migrated by {holder}; this migration starts when "
-                  "that one ends")
-        return LOCK_RETRY_SECONDS
+        return wait_for_lock(ctx, holder)
     ctx.status.update(startedAt=now_rfc3339(), steps=[{"name": s, "phase": "Pending"} for s in plan.steps])
     for warning in plan.warnings:
         ctx.event("PlanWarning", warning, warning=True)

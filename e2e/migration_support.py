@@ -1,0 +1,159 @@
+"""Building blocks of the CoaiMigration e2e scenarios: an instance on a real MariaDB database,
+seeded data, a health endpoint for validation, and polling of a migration's phase."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pymysql
+import yaml
+
+from coai_operator.engine.dbconfig import DbConfig, connect
+from e2e.conftest import Cluster
+from e2e.helpers import wait_for
+
+APP_SECRET = {"JWT_SECRET": "j" * 40, "OPENAI_KEY": "sk-test-openai"}
+APP_CONFIG = {"LEGACY_AUTH_ENABLED": "true", "SITE_NAME": "e2e", "OLD_API_FORMAT": "1"}
+
+
+@dataclass
+class Deployed:
+    cluster: Cluster
+    namespace: str
+    name: str
+    db: DbConfig
+
+    def get(self, kind: str, name: str | None = None) -> dict:
+        out = self.cluster.kubectl("get", kind, name or self.name, "-n", self.namespace, "-o", "json").stdout
+        return json.loads(out)
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True):  # noqa: A002
+        return self.cluster.kubectl(*args, "-n", self.namespace, input=input, check=check)
+
+    def storage_dir(self) -> Path:
+        """The local directory behind the instance's /storage PVC (local control plane only)."""
+        pvc = wait_for(lambda: self.get("pvc", f"{self.name}-storage")["spec"].get("volumeName"), timeout=60,
+                       message="storage PVC bound")
+        pv = json.loads(self.cluster.kubectl("get", "pv", pvc, "-o", "json").stdout)
+        return Path(pv["spec"]["hostPath"]["path"])
+
+
+def db_env(db: DbConfig) -> dict[str, str]:
+    return {**os.environ, "MYSQL_HOST": db.host, "MYSQL_PORT": str(db.port), "MYSQL_USER": db.user,
+            "MYSQL_PASSWORD": db.password, "MYSQL_DB": db.database}
+
+
+def engine(db: DbConfig, *args: str) -> dict:
+    done = subprocess.run([sys.executable, "-m", "coai_operator.cli", "engine", *args], env=db_env(db),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def deploy_instance(cluster: Cluster, namespace: str, db: DbConfig, version: str = "1.8.0",
+                    name: str = "chat", seed_files: int = 8) -> Deployed:
+    """A CoaiInstance on `db`, Ready, with a seeded database (and files on its storage PVC)."""
+    deployed = Deployed(cluster, namespace, name, db)
+    secrets = [
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "coai-db"}, "stringData": {"password": db.password}},
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "coai-app"}, "stringData": APP_SECRET},
+    ]
+    instance = {
+        "apiVersion": "coai.dev/v1alpha1", "kind": "CoaiInstance", "metadata": {"name": name},
+        "spec": {"version": version, "secretRef": {"name": "coai-app"}, "config": dict(APP_CONFIG),
+                 "database": {"host": db.host, "port": db.port, "name": db.database, "user": db.user,
+                              "passwordSecretRef": {"name": "coai-db"}}},
+    }
+    deployed.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([*secrets, instance]))
+    wait_for(lambda: deployed.kubectl("wait", "--for=condition=Ready", f"coai/{name}", "--timeout=5s",
+                                      check=False).returncode == 0, timeout=120, message=f"coai/{name} Ready")
+    storage = deployed.storage_dir()
+    engine(db, "seed-data", "--version", version, "--users", "40", "--conversations-per-user", "3",
+           "--files", str(seed_files), "--storage", str(storage), "--seed", "e2e")
+    return deployed
+
+
+def migration_manifest(name: str, target: str, instance: str = "chat", **spec: object) -> str:
+    body = {"apiVersion": "coai.dev/v1alpha1", "kind": "CoaiMigration", "metadata": {"name": name},
+            "spec": {"instanceRef": {"name": instance}, "targetVersion": target, **spec}}
+    return yaml.safe_dump(body)
+
+
+def wait_phase(deployed: Deployed, migration: str, phases: set[str], timeout: float = 240) -> dict:
+    def reached() -> dict | None:
+        obj = deployed.get("cmig", migration)
+        return obj if (obj.get("status") or {}).get("phase") in phases else None
+
+    try:
+        return wait_for(reached, timeout=timeout, interval=1, message=f"cmig/{migration} in {sorted(phases)}")
+    except AssertionError:
+        status = deployed.get("cmig", migration).get("status")
+        raise AssertionError(f"cmig/{migration} did not reach {sorted(phases)}: {json.dumps(status, indent=1)}") \
+            from None
+
+
+def table_checksums(db: DbConfig) -> dict[str, int]:
+    """CHECKSUM TABLE of every table: equal checksums, equal data."""
+    conn = connect(db)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = %s "
+                        "AND table_type = 'BASE TABLE' ORDER BY table_name", (db.database,))
+            tables = [row[0] for row in cur.fetchall()]
+            result = {}
+            for table in tables:
+                cur.execute(f"CHECKSUM TABLE `{table}`")
+                result[table] = cur.fetchone()[1]
+            return result
+    finally:
+        conn.close()
+
+
+def query(db: DbConfig, sql: str, args: tuple = ()) -> list[tuple]:
+    conn = connect(db)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, args)
+            return list(cur.fetchall())
+    except pymysql.MySQLError:
+        raise
+    finally:
+        conn.close()
+
+
+def file_digests(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+class _Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802
+        body = b'{"status": true}'
+        self.send_response(200 if self.path.startswith("/health") else 404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def health_endpoint() -> Iterator[str]:
+    """An HTTP server standing in for the app's health route (the app pods are not run here)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Health)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()

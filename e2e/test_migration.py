@@ -1,0 +1,175 @@
+"""CoaiMigration end to end: every step's Job runs for real (node agent) against a real MariaDB."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from coai_operator.engine.dbconfig import DbConfig
+from e2e.conftest import Cluster, OperatorProcess
+from e2e.helpers import wait_for
+from e2e.migration_support import (
+    APP_SECRET,
+    Deployed,
+    deploy_instance,
+    file_digests,
+    health_endpoint,
+    migration_manifest,
+    query,
+    table_checksums,
+    wait_phase,
+)
+
+
+@pytest.fixture
+def deployed(cluster: Cluster, operator: OperatorProcess, namespace: str, db_config: DbConfig) -> Deployed:
+    return deploy_instance(cluster, namespace, db_config, version="1.8.0")
+
+
+def secret_data(deployed: Deployed, name: str) -> dict[str, str]:
+    data = deployed.get("secret", name).get("data") or {}
+    return {k: base64.b64decode(v).decode() for k, v in data.items()}
+
+
+def test_upgrade_1_8_to_2_0_runs_every_step_for_real(deployed: Deployed) -> None:
+    db = deployed.db
+    users_before = query(db, "SELECT id, is_admin FROM users ORDER BY id")
+    conversations_before = query(db, "SELECT COUNT(*) FROM conversations")[0][0]
+    with health_endpoint() as base_url:
+        deployed.kubectl("apply", "-f", "-", input=migration_manifest(
+            "to-2", "2.0.0", storageMigration={"enabled": True},
+            validation={"baseURL": base_url, "checks": ["database", "health", "dataIntegrity"]}))
+        mig = wait_phase(deployed, "to-2", {"Succeeded", "Failed", "RolledBack"}, timeout=300)
+    status = mig["status"]
+    assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
+    assert (status["fromVersion"], status["toVersion"]) == ("1.8.0", "2.0.0")
+    assert status["path"] == ["1.8.0-to-1.9.0", "1.9.0-to-2.0.0"]
+    steps = {s["name"]: s for s in status["steps"]}
+    assert list(steps) == ["Preflight", "Backup", "MaintenanceOn", "ConfigMigration", "Migrate",
+                           "StorageMigration", "Rollout", "Validate"]
+    assert all(s["phase"] == "Succeeded" for s in steps.values())
+    for name in ("Preflight", "Backup", "Migrate", "StorageMigration", "Validate"):
+        job = deployed.get("job", steps[name]["job"])
+        assert job["status"].get("succeeded") == 1, name
+    assert {a["name"] for a in status["backup"]["artifacts"]} >= {"database.sql.gz"}
+    assert status["backup"]["rowCounts"]["users"] == len(users_before)
+    assert status["previous"]["version"] == "1.8.0"
+    conditions = {c["type"]: c["status"] for c in status["conditions"]}
+    assert conditions["Ready"] == "True" and conditions["Failed"] == "False"
+
+    instance = deployed.get("coai")
+    assert instance["spec"]["version"] == "2.0.0"
+    assert instance["status"]["version"] == "2.0.0" and instance["status"]["schemaVersion"] == "2.0.0"
+    assert not instance["status"].get("activeMigration")
+    image = deployed.get("deployment")["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image.endswith(":2.0.0")
+
+    env = deployed.get("configmap", "chat-env")["data"]
+    assert env["RBAC_ENABLED"] == "true" and env["API_VERSION"] == "v2"
+    assert "LEGACY_AUTH_ENABLED" not in env and "OLD_API_FORMAT" not in env
+    assert secret_data(deployed, "coai-app") == {"SECRET": APP_SECRET["JWT_SECRET"],
+                                                 "OPENAI_API_KEY": APP_SECRET["OPENAI_KEY"]}
+
+    versions = [row[0] for row in query(db, "SELECT version FROM schema_migrations")]
+    assert {"1.9.0", "2.0.0"} <= set(versions)
+    columns = [row[0] for row in query(db, "SELECT column_name FROM information_schema.columns WHERE "
+                                           "table_schema = %s AND table_name = 'users'", (db.database,))]
+    assert "is_admin" not in columns
+    roles = dict(query(db, "SELECT ur.user_id, r.name FROM user_roles ur JOIN roles r ON r.id = ur.role_id"))
+    assert roles == {uid: ("admin" if admin else "user") for uid, admin in users_before}
+    assert query(db, "SELECT COUNT(*) FROM conversations")[0][0] == conversations_before
+    paths = [row[0] for row in query(db, "SELECT file_path FROM files")]
+    assert paths and all(p.startswith("uploads/") for p in paths)
+
+    listing = deployed.kubectl("get", "cmig").stdout
+    assert "to-2" in listing and "Succeeded" in listing and "2.0.0" in listing
+
+
+def test_a_failing_user_sql_step_rolls_everything_back(deployed: Deployed) -> None:
+    db = deployed.db
+    storage = deployed.storage_dir()
+    before_tables, before_files = table_checksums(db), file_digests(storage)
+    before_env = deployed.get("configmap", "chat-env")["data"]
+    deployed.kubectl("create", "configmap", "broken-sql",
+                     "--from-literal=2.0.0-zz-broken.sql=UPDATE no_such_table SET x = 1;")
+    deployed.kubectl("apply", "-f", "-", input=migration_manifest(
+        "broken", "2.0.0", migrations={"configMapRef": {"name": "broken-sql"}}, storageMigration={"enabled": True},
+        validation={"enabled": False}))
+    mig = wait_phase(deployed, "broken", {"Succeeded", "Failed", "RolledBack"}, timeout=300)
+    status = mig["status"]
+    assert status["phase"] == "RolledBack", json.dumps(status, indent=1)
+    steps = {s["name"]: s["phase"] for s in status["steps"]}
+    assert steps["Migrate"] == "Failed"
+    assert steps["RollbackRestore"] == "Succeeded" and steps["RollbackConfig"] == "Succeeded"
+    assert "no_such_table" in json.dumps(status)
+
+    assert table_checksums(db) == before_tables
+    assert file_digests(storage) == before_files
+    instance = deployed.get("coai")
+    assert instance["spec"]["version"] == "1.8.0" and instance["status"]["version"] == "1.8.0"
+    assert deployed.get("deployment")["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":1.8.0")
+    wait_for(lambda: deployed.get("configmap", "chat-env")["data"] == before_env, timeout=30,
+             message="ConfigMap env restored")
+    assert secret_data(deployed, "coai-app") == APP_SECRET
+    assert not instance["status"].get("activeMigration")
+
+
+def test_refusals_change_nothing(deployed: Deployed) -> None:
+    before = table_checksums(deployed.db)
+    deployed.kubectl("apply", "-f", "-", input=migration_manifest("down", "1.6.0"))
+    deployed.kubectl("apply", "-f", "-", input=migration_manifest("unknown", "9.9.0"))
+    deployed.kubectl("apply", "-f", "-", input=migration_manifest("orphan", "2.0.0", instance="nope"))
+    expected = {"down": "Downgrade", "unknown": "UnknownVersion", "orphan": "InstanceNotFound"}
+    for name, reason in expected.items():
+        status = wait_phase(deployed, name, {"Failed", "Succeeded"}, timeout=60)["status"]
+        assert status["phase"] == "Failed"
+        failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+        assert failed["reason"] == reason and "Nothing was changed" in failed["message"]
+        assert not deployed.kubectl("get", "jobs", "-l", f"coai.dev/migration={name}", "-o", "name").stdout
+    assert table_checksums(deployed.db) == before
+    assert deployed.get("coai")["spec"]["version"] == "1.8.0"
+
+
+def test_dry_run_plans_and_changes_nothing(deployed: Deployed) -> None:
+    before = table_checksums(deployed.db)
+    deployed.kubectl("apply", "-f", "-", input=migration_manifest("plan-only", "2.0.0", dryRun=True))
+    status = wait_phase(deployed, "plan-only", {"Succeeded", "Failed"}, timeout=60)["status"]
+    assert status["phase"] == "Succeeded" and status["path"] == ["1.8.0-to-1.9.0", "1.9.0-to-2.0.0"]
+    assert "dry run" in status["message"] and "Backup" in status["message"]
+    assert {s["phase"] for s in status["steps"]} == {"Skipped"}
+    assert table_checksums(deployed.db) == before
+    assert not deployed.kubectl("get", "jobs", "-o", "name").stdout
+    assert not deployed.get("coai")["status"].get("activeMigration")
+
+
+def test_two_migrations_for_one_instance_run_one_after_the_other(deployed: Deployed) -> None:
+    common = {"validation": {"checks": ["database", "dataIntegrity"]}}
+    deployed.kubectl("apply", "-f", "-", input=migration_manifest("first", "1.9.0", **common))
+    wait_for(lambda: deployed.get("coai")["status"].get("activeMigration") == "first", timeout=60,
+             message="the first migration holds the instance lock")
+    deployed.kubectl("apply", "-f", "-", input=migration_manifest("second", "2.0.0", **common))
+    first = wait_phase(deployed, "first", {"Succeeded", "Failed", "RolledBack"}, timeout=300)["status"]
+    second = wait_phase(deployed, "second", {"Succeeded", "Failed", "RolledBack"}, timeout=300)["status"]
+    assert first["phase"] == "Succeeded" and second["phase"] == "Succeeded", (first, second)
+    assert first["completedAt"] <= second["startedAt"]
+    assert second["fromVersion"] == "1.9.0"
+    assert deployed.get("coai")["status"]["version"] == "2.0.0"
+    waited = json.loads(deployed.kubectl("get", "events", "--field-selector", "reason=WaitingForLock",
+                                         "-o", "json").stdout)["items"]
+    assert {e["involvedObject"]["name"] for e in waited} == {"second"}
+
+
+def test_a_succeeded_migration_can_be_rolled_back_on_request(deployed: Deployed) -> None:
+    before = table_checksums(deployed.db)
+    deployed.kubectl("apply", "-f", "-", input=migration_manifest(
+        "up", "1.9.0", rollback={"policy": "Manual"}, validation={"checks": ["database"]}))
+    assert wait_phase(deployed, "up", {"Succeeded", "Failed"}, timeout=300)["status"]["phase"] == "Succeeded"
+    assert deployed.get("coai")["status"]["version"] == "1.9.0"
+    deployed.kubectl("patch", "cmig", "up", "--type=merge", "-p", '{"spec": {"rollback": {"requested": true}}}')
+    status = wait_phase(deployed, "up", {"RolledBack", "Failed"}, timeout=300)["status"]
+    assert status["phase"] == "RolledBack", json.dumps(status, indent=1)
+    instance = deployed.get("coai")
+    assert instance["spec"]["version"] == "1.8.0" and instance["status"]["schemaVersion"] == "1.8.0"
+    assert table_checksums(deployed.db) == before
