@@ -173,3 +173,58 @@ def test_a_succeeded_migration_can_be_rolled_back_on_request(deployed: Deployed)
     instance = deployed.get("coai")
     assert instance["spec"]["version"] == "1.8.0" and instance["status"]["schemaVersion"] == "1.8.0"
     assert table_checksums(deployed.db) == before
+
+
+def end_state(deployed: Deployed) -> dict:
+    """What an upgrade leaves behind, without run-specific values (times, Job names)."""
+    db = deployed.db
+    counts = {t: query(db, f"SELECT COUNT(*) FROM `{t}`")[0][0] for t in table_checksums(db)}
+    instance = deployed.get("coai")
+    return {
+        "instance": (instance["spec"]["version"], instance["status"].get("schemaVersion")),
+        "env": {k: v for k, v in deployed.get("configmap", "chat-env")["data"].items() if not k.startswith("MYSQL_")},
+        "secret": sorted(secret_data(deployed, "coai-app")),
+        "schema": [row[0] for row in query(db, "SELECT version FROM schema_migrations ORDER BY version")],
+        "rows": counts,
+        "roles": query(db, "SELECT ur.user_id, r.name FROM user_roles ur JOIN roles r ON r.id = ur.role_id "
+                           "ORDER BY ur.user_id"),
+        "steps": [(s["name"], s["phase"]) for s in deployed.get("cmig", "to-2")["status"]["steps"]],
+    }
+
+
+def test_operator_killed_in_every_phase_still_finishes_the_same_way(
+        cluster: Cluster, operator: OperatorProcess, namespace: str, db_config: DbConfig,
+        mariadb_server: dict) -> None:
+    from tests.mariadb import fresh_database
+
+    spec = {"validation": {"checks": ["database", "dataIntegrity"]}}
+    # Reference: an uninterrupted run in its own namespace and database.
+    reference_ns = f"{namespace}-ref"
+    cluster.kubectl("create", "namespace", reference_ns)
+    try:
+        with fresh_database(mariadb_server) as ref_db:
+            reference = deploy_instance(cluster, reference_ns, ref_db)
+            reference.kubectl("apply", "-f", "-", input=migration_manifest("to-2", "2.0.0", **spec))
+            assert wait_phase(reference, "to-2", {"Succeeded", "Failed", "RolledBack"})["status"]["phase"] == \
+                "Succeeded"
+            expected = end_state(reference)
+    finally:
+        cluster.kubectl("delete", "namespace", reference_ns, "--wait=false", check=False)
+
+    deployed = deploy_instance(cluster, namespace, db_config)
+    deployed.kubectl("apply", "-f", "-", input=migration_manifest("to-2", "2.0.0", **spec))
+    killed_in = []
+    for phase in ("Planning", "BackingUp", "Migrating", "Validating"):
+        def reached(phase: str = phase) -> str | None:
+            now = (deployed.get("cmig", "to-2").get("status") or {}).get("phase")
+            return now if now in {phase, "Succeeded", "Failed", "RolledBack"} else None
+
+        if wait_for(reached, timeout=240, interval=0.1, message=f"phase {phase}") != phase:
+            break
+        operator.kill()
+        killed_in.append(phase)
+        operator.start()
+    final = wait_phase(deployed, "to-2", {"Succeeded", "Failed", "RolledBack"})["status"]
+    assert final["phase"] == "Succeeded", json.dumps(final, indent=1)
+    assert len(killed_in) >= 3, killed_in
+    assert end_state(deployed) == expected

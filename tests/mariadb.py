@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator
 
@@ -39,19 +40,27 @@ def mariadb_server(mariadb_proc) -> Iterator[dict]:
     yield server
 
 
-@pytest.fixture
-def db_config(mariadb_server: dict) -> Iterator[DbConfig]:
-    """A fresh, empty database for one test, reached with the password-protected user."""
+@contextlib.contextmanager
+def fresh_database(mariadb_server: dict) -> Iterator[DbConfig]:
+    """A new, empty database reached with the password-protected user; dropped afterwards."""
     name = f"coai_{uuid.uuid4().hex[:10]}"
     admin = _admin_connect(mariadb_server)
     with admin.cursor() as cur:
         cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
-    cfg = DbConfig(host=mariadb_server["host"], port=mariadb_server["port"], user=TEST_USER,
-                   database=name, password=TEST_PASSWORD)
-    yield cfg
-    with admin.cursor() as cur:
-        cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
-    admin.close()
+    try:
+        yield DbConfig(host=mariadb_server["host"], port=mariadb_server["port"], user=TEST_USER,
+                       database=name, password=TEST_PASSWORD)
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        admin.close()
+
+
+@pytest.fixture
+def db_config(mariadb_server: dict) -> Iterator[DbConfig]:
+    """A fresh, empty database for one test."""
+    with fresh_database(mariadb_server) as cfg:
+        yield cfg
 
 
 @pytest.fixture
