@@ -36,7 +36,7 @@ class Deployed:
         out = self.cluster.kubectl("get", kind, name or self.name, "-n", self.namespace, "-o", "json").stdout
         return json.loads(out)
 
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True):  # noqa: A002
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True):
         return self.cluster.kubectl(*args, "-n", self.namespace, input=input, check=check)
 
     def storage_dir(self) -> Path:
@@ -64,7 +64,8 @@ def deploy_instance(cluster: Cluster, namespace: str, db: DbConfig, version: str
     """A CoaiInstance on `db`, Ready, with a seeded database (and files on its storage PVC)."""
     deployed = Deployed(cluster, namespace, name, db)
     secrets = [
-        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "coai-db"}, "stringData": {"password": db.password}},
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "coai-db"},
+         "stringData": {"password": db.password}},
         {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "coai-app"}, "stringData": APP_SECRET},
     ]
     instance = {
@@ -135,7 +136,7 @@ def file_digests(root: Path) -> dict[str, bytes]:
 
 
 class _Health(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         body = b'{"status": true}'
         self.send_response(200 if self.path.startswith("/health") else 404)
         self.send_header("Content-Type", "application/json")
