@@ -24,6 +24,7 @@ from tests.mariadb import db_config, db_env, mariadb_proc, mariadb_server  # noq
 
 from e2e.helpers import wait_for
 from e2e.localcluster.cluster import LocalCluster
+from e2e.rbac import _operator_identity, operator_rbac, operator_with_chart_rbac  # noqa: F401  (fixtures)
 
 REPO = Path(__file__).resolve().parent.parent
 CRDS = REPO / "crds"
@@ -90,7 +91,8 @@ class OperatorProcess:
     proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        env = {**self.cluster.env, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1", **self.extra_env}
+        env = {**self.cluster.env, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1",
+               "COAI_INSTANCE_GRACE_SECONDS": "5", **self.extra_env}
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "coai_operator.cli", "run", "--all-namespaces", "--verbose"],

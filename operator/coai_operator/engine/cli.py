@@ -89,7 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         reason = getattr(exc, "reason", "ConfigError" if isinstance(exc, ConfigError) else "Error")
         message = _one_line(exc)
         log.error("%s failed: %s", args.command, message)
-        emit({"command": args.command, "ok": False, "reason": reason, "error": message})
+        details = getattr(exc, "details", None) or {}
+        emit({**details, "command": args.command, "ok": False, "reason": reason, "error": message})
         return 1
     emit({"command": args.command, "ok": True, **(result or {})})
     return 0

@@ -41,6 +41,7 @@ log = logging.getLogger("coai_operator.migration")
 
 ROLLOUT_TIMEOUT_SECONDS = int(os.environ.get("COAI_ROLLOUT_TIMEOUT_SECONDS", "900"))
 LOCK_RETRY_SECONDS = 5.0
+INSTANCE_GRACE_SECONDS = float(os.environ.get("COAI_INSTANCE_GRACE_SECONDS", "60"))
 
 
 @dataclass
@@ -541,6 +542,15 @@ def advance(ctx: Ctx) -> float | None:
     return None
 
 
+def grace_expired(ctx: Ctx, reason: str) -> bool:
+    """A missing instance is given a short grace (it may be applied in the same sync); an instance
+    that is still starting or changing version is waited for as long as it takes."""
+    if reason != "InstanceNotFound":
+        return False
+    created = ctx.migration["metadata"].get("creationTimestamp")
+    return not created or seconds_since(created) > INSTANCE_GRACE_SECONDS
+
+
 def wait_for_lock(ctx: Ctx, holder: str) -> float:
     message = (f"CoaiInstance {ctx.instance_name} is being migrated by {holder}; this migration starts when "
                "that one ends")
@@ -561,6 +571,12 @@ def begin(ctx: Ctx) -> float | None:
     try:
         plan = planner.plan_migration(ctx.spec, ctx.instance, table, ctx.instance_name)
     except planner.PlanRefused as exc:
+        if exc.reason in planner.TRANSIENT_REFUSALS and not grace_expired(ctx, exc.reason):
+            # GitOps applies an instance and its migration together: wait for the instance to settle.
+            if ctx.status.get("message") != str(exc):
+                ctx.event("WaitingForInstance", str(exc))
+            set_phase(ctx, "Pending", "WaitingForInstance", str(exc))
+            return LOCK_RETRY_SECONDS
         ctx.status.update(startedAt=ctx.status.get("startedAt") or now_rfc3339(), completedAt=now_rfc3339())
         set_phase(ctx, "Failed", exc.reason, f"refused: {exc}. Nothing was changed.")
         ctx.event(exc.reason, str(exc), warning=True)

@@ -44,6 +44,8 @@ DATA_CHANGING = (MIGRATE, STORAGE)
 SPEC_CHANGING = (MAINTENANCE_ON, CONFIG, ROLLOUT)
 
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed", "RolledBack"})
+# Refusals that may clear up by themselves: the migration waits instead of failing.
+TRANSIENT_REFUSALS = frozenset({"InstanceNotFound", "InstanceNotReady", "InstanceProgressing"})
 
 
 class PlanRefused(PlanError):  # noqa: N818  (a refusal, reported as a condition reason)
