@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
 
 import pytest
 
@@ -168,7 +169,7 @@ def test_a_succeeded_migration_can_be_rolled_back_on_request(deployed: Deployed)
     assert wait_phase(deployed, "up", {"Succeeded", "Failed"}, timeout=300)["status"]["phase"] == "Succeeded"
     assert deployed.get("coai")["status"]["version"] == "1.9.0"
     deployed.kubectl("patch", "cmig", "up", "--type=merge", "-p", '{"spec": {"rollback": {"requested": true}}}')
-    status = wait_phase(deployed, "up", {"RolledBack", "Failed"}, timeout=300)["status"]
+    status = wait_phase(deployed, "up", {"RolledBack"}, timeout=300)["status"]
     assert status["phase"] == "RolledBack", json.dumps(status, indent=1)
     instance = deployed.get("coai")
     assert instance["spec"]["version"] == "1.8.0" and instance["status"]["schemaVersion"] == "1.8.0"
@@ -228,3 +229,38 @@ def test_operator_killed_in_every_phase_still_finishes_the_same_way(
     assert final["phase"] == "Succeeded", json.dumps(final, indent=1)
     assert len(killed_in) >= 3, killed_in
     assert end_state(deployed) == expected
+
+
+def pvc_dir(deployed: Deployed, claim: str) -> Path:
+    volume = deployed.get("pvc", claim)["spec"]["volumeName"]
+    return Path(json.loads(deployed.cluster.kubectl("get", "pv", volume, "-o", "json").stdout)
+                ["spec"]["hostPath"]["path"])
+
+
+def test_graceful_manual_rollback_waits_for_the_request_and_exports_first(deployed: Deployed) -> None:
+    before = table_checksums(deployed.db)
+    deployed.kubectl("create", "configmap", "broken-sql",
+                     "--from-literal=2.0.0-zz-broken.sql=ALTER TABLE users ADD COLUMN broken INT; SELEKT 1;")
+    deployed.kubectl("apply", "-f", "-", input=migration_manifest(
+        "graceful", "2.0.0", migrations={"configMapRef": {"name": "broken-sql"}},
+        rollback={"policy": "Manual", "mode": "Graceful"}, validation={"enabled": False}))
+    failed = wait_phase(deployed, "graceful", {"Failed", "Succeeded", "RolledBack"}, timeout=300)["status"]
+    assert failed["phase"] == "Failed" and "rollback.requested" in failed["message"]
+    # Manual: the instance stays locked and in maintenance until a person decides.
+    instance = deployed.get("coai")
+    assert instance["status"]["activeMigration"] == "graceful"
+    assert instance["spec"]["maintenance"]["enabled"] is True
+    assert table_checksums(deployed.db) != before
+
+    deployed.kubectl("patch", "cmig", "graceful", "--type=merge", "-p", '{"spec": {"rollback": {"requested": true}}}')
+    status = wait_phase(deployed, "graceful", {"RolledBack"}, timeout=300)["status"]
+    assert status["phase"] == "RolledBack", json.dumps(status, indent=1)
+    steps = [s["name"] for s in status["steps"] if s["name"].startswith("Rollback")]
+    assert steps == ["RollbackMaintenanceOn", "RollbackExport", "RollbackRestore", "RollbackConfig",
+                     "RollbackRollout"]
+    export = pvc_dir(deployed, "chat-backup") / "graceful" / "post-migration" / "manifest.json"
+    assert json.loads(export.read_text())["rowCounts"]["users"] > 0
+    assert table_checksums(deployed.db) == before
+    instance = deployed.get("coai")
+    assert not instance["status"].get("activeMigration") and instance["status"]["version"] == "1.8.0"
+    assert not (instance["spec"].get("maintenance") or {}).get("enabled")
