@@ -32,6 +32,22 @@ def _print_version(_: argparse.Namespace) -> int:
     return 0
 
 
+def _import_compose(args: argparse.Namespace) -> int:
+    import yaml
+
+    from coai_operator.compose import ComposeError, import_compose
+
+    text = sys.stdin.read() if args.file == "-" else open(args.file, encoding="utf-8").read()  # noqa: SIM115
+    try:
+        imported = import_compose(yaml.safe_load(text) or {}, name=args.name, version=args.version)
+    except ComposeError as exc:
+        print(f"import-compose: {exc}", file=sys.stderr)
+        return 1
+    header = "".join(f"# {note}\n" for note in imported.notes)
+    print(header + yaml.safe_dump_all(imported.manifests, sort_keys=False), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="coai-operator", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -45,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     version = sub.add_parser("version", help="print the operator version as JSON")
     version.set_defaults(func=_print_version)
+
+    compose = sub.add_parser("import-compose", help="turn a docker-compose file running CoAI into a CoaiInstance")
+    compose.add_argument("file", help="docker-compose.yml (- for stdin)")
+    compose.add_argument("--name", default="coai", help="name of the CoaiInstance (default coai)")
+    compose.add_argument("--version", help="CoAI version, when the image has no version tag")
+    compose.set_defaults(func=_import_compose)
 
     engine = sub.add_parser("engine", help="run one engine step (what the migration Jobs run)", add_help=False)
     engine.add_argument("engine_args", nargs=argparse.REMAINDER)
