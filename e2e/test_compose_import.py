@@ -6,9 +6,9 @@ import subprocess
 import sys
 
 import yaml
+from tests.unit.test_compose_import import COMPOSE
 
 from e2e.conftest import Cluster
-from tests.unit.test_compose_import import COMPOSE
 
 
 def test_imported_manifests_pass_server_side_validation(cluster: Cluster, crds_installed: list[str],

@@ -103,7 +103,8 @@ def test_backup_job_mounts_backup_and_storage_and_keeps_the_password_secret() ->
     pod = job["spec"]["template"]["spec"]
     container = pod["containers"][0]
     assert container["args"][:4] == ["engine", "backup", "--dir", "/backup/to-2"]
-    claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v}
+    claims = {v["name"]: v["persistentVolumeClaim"]["claimName"]
+              for v in pod["volumes"] if "persistentVolumeClaim" in v}
     assert claims == {"backup": "chat-backup", "storage": "chat-storage"}
     password = next(e for e in container["env"] if e["name"] == "MYSQL_PASSWORD")
     assert password == {"name": "MYSQL_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "coai-db", "key": "password"}}}
