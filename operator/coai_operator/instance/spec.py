@@ -1,0 +1,210 @@
+"""CoaiInstance spec: defaults, child names and validation (pure; no I/O).
+
+The CRD defaults most fields already; the same defaults are applied here so render works on any
+dict (unit tests, objects created before a default existed) and never sees a missing key.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes.utils.quantity import parse_quantity
+
+from coai_operator import constants
+
+Spec = dict[str, Any]
+
+DEFAULT_PORT = 8000
+DEFAULT_HEALTH_PATH = "/health"
+DEFAULT_SERVICE_PORT = 80
+DEFAULT_DB_PORT = 3306
+DEFAULT_DB_NAME = "chatnio"
+DEFAULT_REDIS_PORT = 6379
+DEFAULT_REDIS_IMAGE = "redis:7-alpine"
+DEFAULT_SECRET_KEY = "password"  # noqa: S105  (the key name in the Secret)
+DEFAULT_SIZES = {"storage": "10Gi", "logs": "5Gi", "configVolume": "1Gi", "redis": "1Gi"}
+DEFAULT_RESOURCES = {"requests": {"memory": "1Gi"}, "limits": {"memory": "2Gi"}}
+
+# Environment the operator derives from spec fields; spec.config must not set these.
+RESERVED_ENV = (
+    "SERVER_PORT",
+    "MYSQL_HOST", "MYSQL_PORT", "MYSQL_USER", "MYSQL_PASSWORD", "MYSQL_DB", "MYSQL_DATABASE",
+    "REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD",
+)
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Both an image tag and a label value: the version is used as both.
+VERSION_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class Names:
+    """Deterministic child names: a restarted operator finds everything it created."""
+
+    instance: str
+
+    @property
+    def deployment(self) -> str:
+        return self.instance
+
+    @property
+    def service(self) -> str:
+        return self.instance
+
+    @property
+    def configmap(self) -> str:
+        return f"{self.instance}-env"
+
+    @property
+    def storage_pvc(self) -> str:
+        return f"{self.instance}-storage"
+
+    @property
+    def logs_pvc(self) -> str:
+        return f"{self.instance}-logs"
+
+    @property
+    def config_pvc(self) -> str:
+        return f"{self.instance}-config"
+
+    @property
+    def redis(self) -> str:
+        return f"{self.instance}-redis"
+
+    @property
+    def redis_pvc(self) -> str:
+        return f"{self.instance}-redis-data"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why a spec cannot work: a CamelCase reason and a message that says what to fix."""
+
+    reason: str
+    message: str
+
+
+def _obj(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def with_defaults(spec: Spec | None) -> Spec:
+    """A deep copy of `spec` with every default filled in."""
+    s = copy.deepcopy(spec or {})
+    s.setdefault("image", constants.DEFAULT_APP_IMAGE)
+    s.setdefault("replicas", 1)
+    s.setdefault("port", DEFAULT_PORT)
+    s.setdefault("healthPath", DEFAULT_HEALTH_PATH)
+    service = s["service"] = _obj(s.get("service"))
+    service.setdefault("type", "ClusterIP")
+    service.setdefault("port", DEFAULT_SERVICE_PORT)
+    db = s["database"] = _obj(s.get("database"))
+    db.setdefault("port", DEFAULT_DB_PORT)
+    db.setdefault("name", DEFAULT_DB_NAME)
+    if isinstance(db.get("passwordSecretRef"), dict):
+        db["passwordSecretRef"].setdefault("key", DEFAULT_SECRET_KEY)
+    redis = s["redis"] = _obj(s.get("redis"))
+    redis.setdefault("port", DEFAULT_REDIS_PORT)
+    if isinstance(redis.get("passwordSecretRef"), dict):
+        redis["passwordSecretRef"].setdefault("key", DEFAULT_SECRET_KEY)
+    managed = redis["managed"] = _obj(redis.get("managed"))
+    managed.setdefault("enabled", False)
+    managed.setdefault("image", DEFAULT_REDIS_IMAGE)
+    managed["storage"] = _obj(managed.get("storage"))
+    managed["storage"].setdefault("size", DEFAULT_SIZES["redis"])
+    for key in ("storage", "logs", "configVolume"):
+        volume = s[key] = _obj(s.get(key))
+        volume.setdefault("size", DEFAULT_SIZES[key])
+    s["storage"].setdefault("retain", True)
+    s.setdefault("resources", copy.deepcopy(DEFAULT_RESOURCES))
+    maintenance = s["maintenance"] = _obj(s.get("maintenance"))
+    maintenance.setdefault("enabled", False)
+    s["config"] = _obj(s.get("config"))
+    return s
+
+
+def redis_managed(spec: Spec) -> bool:
+    return bool(spec["redis"]["managed"].get("enabled"))
+
+
+def maintenance(spec: Spec) -> bool:
+    return bool(spec["maintenance"].get("enabled"))
+
+
+def desired_replicas(spec: Spec) -> int:
+    return 0 if maintenance(spec) else int(spec["replicas"])
+
+
+def image_ref(spec: Spec) -> str:
+    """`image:version`. The CRD forbids a tag or digest in spec.image: the version is the tag,
+    so a version change is always an image change."""
+    return f"{spec['image']}:{spec['version']}"
+
+
+def secret_refs(spec: Spec) -> list[tuple[str, str | None, str]]:
+    """(secret name, key or None for the whole Secret, spec field) the pods will need."""
+    refs: list[tuple[str, str | None, str]] = []
+    db_ref = spec["database"].get("passwordSecretRef")
+    if isinstance(db_ref, dict) and db_ref.get("name"):
+        refs.append((db_ref["name"], db_ref["key"], "spec.database.passwordSecretRef"))
+    redis_ref = spec["redis"].get("passwordSecretRef")
+    if isinstance(redis_ref, dict) and redis_ref.get("name"):
+        refs.append((redis_ref["name"], redis_ref["key"], "spec.redis.passwordSecretRef"))
+    secret_ref = spec.get("secretRef")
+    if isinstance(secret_ref, dict) and secret_ref.get("name"):
+        refs.append((secret_ref["name"], None, "spec.secretRef"))
+    return refs
+
+
+def _check_quantity(value: Any, field_path: str) -> Problem | None:
+    try:
+        if parse_quantity(value) <= 0:
+            raise ValueError
+    except (ValueError, TypeError, ArithmeticError):
+        return Problem("InvalidStorageSize",
+                       f"{field_path} {value!r} is not a positive Kubernetes quantity (e.g. 10Gi)")
+    return None
+
+
+def validate(spec: Spec) -> Problem | None:
+    """The first problem that keeps this spec (already defaulted) from working, or None.
+
+    The CRD's OpenAPI schema and CEL rules catch most of these at admission; checking again
+    here keeps the operator safe with objects admitted by an older CRD or with validation off.
+    """
+    version = spec.get("version")
+    if not isinstance(version, str) or not VERSION_RE.match(version):
+        return Problem("InvalidVersion",
+                       f"spec.version {version!r} must be a version such as 3.11.2 (it is the image tag)")
+    if not spec["database"].get("host"):
+        return Problem("DatabaseHostMissing", "spec.database.host is required: the MySQL/MariaDB server CoAI uses")
+    if spec["redis"].get("host") and redis_managed(spec):
+        return Problem("ConflictingRedisConfig",
+                       "spec.redis.host and spec.redis.managed.enabled=true are both set: "
+                       "use an existing Redis (host) or a managed one, not both")
+    if not isinstance(spec["replicas"], int) or spec["replicas"] < 0:
+        return Problem("InvalidReplicas", f"spec.replicas {spec['replicas']!r} must be an integer >= 0")
+    for field_path, value in (
+        ("spec.storage.size", spec["storage"]["size"]),
+        ("spec.logs.size", spec["logs"]["size"]),
+        ("spec.configVolume.size", spec["configVolume"]["size"]),
+        ("spec.redis.managed.storage.size", spec["redis"]["managed"]["storage"]["size"]),
+    ):
+        if field_path.startswith("spec.redis") and not redis_managed(spec):
+            continue
+        problem = _check_quantity(value, field_path)
+        if problem:
+            return problem
+    bad_names = sorted(k for k in spec["config"] if not ENV_NAME.match(str(k)))
+    if bad_names:
+        return Problem("InvalidConfigKey",
+                       f"spec.config keys must be environment variable names; invalid: {', '.join(bad_names)}")
+    reserved = sorted(k for k in spec["config"] if k in RESERVED_ENV)
+    if reserved:
+        return Problem("ReservedConfigKey",
+                       f"spec.config sets {', '.join(reserved)}, which the operator derives from "
+                       "spec.port, spec.database and spec.redis (passwords come from their passwordSecretRef): "
+                       "remove them from spec.config")
+    return None
