@@ -1,0 +1,40 @@
+# syntax=docker/dockerfile:1
+# The coai-operator image: the operator (`coai-operator run`) and the engine its migration Jobs
+# run (`coai-operator engine ...`), with the MariaDB client tools the engine calls (mariadb-dump,
+# mariadb) and zstd for compressed backups.
+#
+#   docker build -t ghcr.io/coai-operator/coai-operator:0.1.0 .
+#
+# Not built in this repository's CI (no container engine there); the e2e suite runs pods of this
+# image as local processes of the checkout instead.
+
+FROM python:3.11-slim-bookworm AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY operator ./operator
+# Wheels of the package and of its pinned dependencies.
+RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+
+FROM python:3.11-slim-bookworm
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends mariadb-client zstd ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
+RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
+    pip install --no-cache-dir --no-index --find-links=/wheels coai-operator \
+    && coai-operator version
+# A fixed non-root user (the chart's runAsUser); the root filesystem can be read-only: Python
+# writes no bytecode, and HOME and temporary files go to /tmp (an emptyDir in the pod).
+RUN groupadd --system --gid 65532 nonroot \
+    && useradd --system --uid 65532 --gid 65532 --home-dir /tmp --no-create-home --shell /usr/sbin/nologin nonroot
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/tmp
+USER 65532:65532
+WORKDIR /tmp
+LABEL org.opencontainers.image.title="coai-operator" \
+      org.opencontainers.image.description="Kubernetes operator that runs CoAI and upgrades it safely" \
+      org.opencontainers.image.source="https://github.com/coai-operator/coai-operator" \
+      org.opencontainers.image.licenses="Apache-2.0"
+EXPOSE 8080
+ENTRYPOINT ["coai-operator"]
+CMD ["run", "--all-namespaces"]
