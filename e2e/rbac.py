@@ -7,9 +7,10 @@ hands out a kubeconfig for that identity: on the local control plane the token u
 existing cluster a token of the ServiceAccount itself (`kubectl create token`).
 
 `operator_with_chart_rbac` restarts the session `operator` under that identity for one test and
-puts it back afterwards. `COAI_E2E_OPERATOR_RBAC=1 pytest e2e` runs every test that uses the
-`operator` fixture under the chart's RBAC (the autouse `_operator_identity` below), so a rule
-missing from charts/coai-operator/files/rbac-rules.yaml fails whichever scenario needs it.
+puts it back afterwards. By default every test that uses the `operator` fixture runs it under the
+chart's RBAC (the autouse `_operator_identity` below), so a rule missing from
+charts/coai-operator/files/rbac-rules.yaml fails whichever scenario needs it;
+COAI_E2E_OPERATOR_RBAC=0 runs them with the admin identity instead.
 """
 
 from __future__ import annotations
@@ -165,8 +166,8 @@ def operator_with_chart_rbac(operator: Any, operator_rbac: OperatorRBAC) -> Iter
 
 @pytest.fixture(autouse=True)
 def _operator_identity(request: pytest.FixtureRequest) -> None:
-    """With COAI_E2E_OPERATOR_RBAC=1, every test that uses `operator` gets it under the chart's RBAC."""
-    if os.environ.get("COAI_E2E_OPERATOR_RBAC") != "1" or "operator" not in request.fixturenames:
+    """Every test that uses `operator` gets it under the chart's RBAC (COAI_E2E_OPERATOR_RBAC=0: admin)."""
+    if os.environ.get("COAI_E2E_OPERATOR_RBAC", "1") != "1" or "operator" not in request.fixturenames:
         return
     # RBAC first: session fixtures are torn down in reverse, so the operator stops before its rules go.
     rbac: OperatorRBAC = request.getfixturevalue("operator_rbac")

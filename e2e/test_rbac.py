@@ -1,8 +1,8 @@
 """The chart's RBAC is least privilege and enough: the operator, running under exactly that
 identity, reconciles an instance and runs a migration's Jobs; a rule taken away fails it.
 
-`COAI_E2E_OPERATOR_RBAC=1 pytest e2e` runs the whole suite (the migration scenarios included)
-under the same identity; see e2e/rbac.py.
+The whole e2e suite (the migration scenarios included) runs the operator
+under the same identity by default; see e2e/rbac.py.
 """
 
 from __future__ import annotations
