@@ -186,7 +186,10 @@ def test_parse_result_takes_the_last_json_line() -> None:
 def test_conditions_follow_the_phase() -> None:
     status = {"phase": "Succeeded"}
     conds = {c["type"]: c["status"] for c in conditions_for(status, 3, "Succeeded", "ok")}
-    assert conds == {"Ready": "True", "Progressing": "False", "Failed": "False", "RolledBack": "False"}
+    assert conds == {"Ready": "True", "Progressing": "False", "Failed": "False", "RolledBack": "False",
+                     "Reconciling": "False", "Stalled": "False"}
     status = {"phase": "RollingBack"}
     conds = {c["type"]: c["status"] for c in conditions_for(status, 3, "RollingBack", "x")}
-    assert conds["Progressing"] == "True" and conds["Ready"] == "False"
+    assert conds["Progressing"] == "True" and conds["Ready"] == "False" and conds["Reconciling"] == "True"
+    conds = {c["type"]: c["status"] for c in conditions_for({"phase": "Failed"}, 3, "MigrateFailed", "x")}
+    assert conds["Stalled"] == "True" and conds["Failed"] == "True" and conds["Reconciling"] == "False"

@@ -144,6 +144,9 @@ def compute(
         cond("Progressing", False, reason, message)
     degraded = problem is not None or reason in DEGRADED_REASONS
     cond("Degraded", degraded, reason if degraded else "AsExpected", message if degraded else "No problem found")
+    # kstatus (Flux, kpt, cli-utils) reads these "abnormal-true" conditions rather than Ready.
+    cond("Reconciling", rolling, "RollingOut" if rolling else "AsExpected", message if rolling else "Nothing to do")
+    cond("Stalled", degraded, reason if degraded else "AsExpected", message if degraded else "No problem found")
 
     status: Obj = {
         "phase": phase,

@@ -431,6 +431,9 @@ def conditions_for(status: Obj, generation: int | None, reason: str, message: st
     conds = set_condition(conds, "Progressing", not terminal and phase != "Pending",
                           reason, message, generation)
     conds = set_condition(conds, "Failed", phase == "Failed", reason, message, generation)
+    # kstatus (Flux, kpt, cli-utils) reads these "abnormal-true" conditions rather than Ready.
+    conds = set_condition(conds, "Reconciling", not terminal, reason, message, generation)
+    conds = set_condition(conds, "Stalled", phase == "Failed", reason, message, generation)
     return set_condition(conds, "RolledBack", phase == "RolledBack", reason, message, generation)
 
 
