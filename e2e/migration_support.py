@@ -14,10 +14,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import pymysql
 import yaml
+from tests.mariadb import engine_env, query, table_checksums  # noqa: F401  (re-exported)
 
-from coai_operator.engine.dbconfig import DbConfig, connect
+from coai_operator.engine.dbconfig import DbConfig
 from e2e.conftest import Cluster
 from e2e.helpers import wait_for
 
@@ -48,8 +48,7 @@ class Deployed:
 
 
 def db_env(db: DbConfig) -> dict[str, str]:
-    return {**os.environ, "MYSQL_HOST": db.host, "MYSQL_PORT": str(db.port), "MYSQL_USER": db.user,
-            "MYSQL_PASSWORD": db.password, "MYSQL_DB": db.database}
+    return {**os.environ, **engine_env(db)}
 
 
 def engine(db: DbConfig, *args: str) -> dict:
@@ -102,33 +101,8 @@ def wait_phase(deployed: Deployed, migration: str, phases: set[str], timeout: fl
             from None
 
 
-def table_checksums(db: DbConfig) -> dict[str, int]:
-    """CHECKSUM TABLE of every table: equal checksums, equal data."""
-    conn = connect(db)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = %s "
-                        "AND table_type = 'BASE TABLE' ORDER BY table_name", (db.database,))
-            tables = [row[0] for row in cur.fetchall()]
-            result = {}
-            for table in tables:
-                cur.execute(f"CHECKSUM TABLE `{table}`")
-                result[table] = cur.fetchone()[1]
-            return result
-    finally:
-        conn.close()
 
 
-def query(db: DbConfig, sql: str, args: tuple = ()) -> list[tuple]:
-    conn = connect(db)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql, args)
-            return list(cur.fetchall())
-    except pymysql.MySQLError:
-        raise
-    finally:
-        conn.close()
 
 
 def file_digests(root: Path) -> dict[str, bytes]:

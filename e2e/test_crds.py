@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from kubernetes import config
+from tests.unit.test_crds import SEED_INSTANCE_DEFAULTS
 
 from e2e.helpers import wait_for
 
@@ -200,17 +201,7 @@ def test_server_side_defaults_instance(cluster, crds_installed, namespace) -> No
     result = dry_run(cluster, namespace, instance())
     assert result.returncode == 0, result.stderr
     spec = json.loads(result.stdout)["spec"]
-    assert spec["image"] == "programzmh/chatnio"
-    assert spec["replicas"] == 1
-    assert spec["port"] == 8000
-    assert spec["healthPath"] == "/health"
-    assert spec["service"] == {"type": "ClusterIP", "port": 80}
-    assert spec["database"] == {"host": "mariadb.db.svc", "port": 3306, "name": "chatnio"}
-    assert spec["resources"] == {"requests": {"memory": "1Gi"}, "limits": {"memory": "2Gi"}}
-    assert spec["storage"] == {"size": "10Gi", "retain": True}
-    assert spec["logs"] == {"size": "5Gi"}
-    assert spec["configVolume"] == {"size": "1Gi"}
-    assert spec["maintenance"] == {"enabled": False}
+    assert {k: spec.get(k) for k in SEED_INSTANCE_DEFAULTS} == SEED_INSTANCE_DEFAULTS
 
 
 def test_server_side_defaults_managed_redis(cluster, crds_installed, namespace) -> None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pymysql
 import pytest
 from pytest_mysql import factories
 
-from coai_operator.engine.dbconfig import DbConfig
+from coai_operator.engine.dbconfig import DbConfig, connect
+from coai_operator.engine.rowcounts import checksum_tables, list_tables
 
 # A password with every character an option file or a shell would mangle.
 TEST_USER = "coai_engine"
@@ -63,13 +65,33 @@ def db_config(mariadb_server: dict) -> Iterator[DbConfig]:
         yield cfg
 
 
+def engine_env(cfg: DbConfig) -> dict[str, str]:
+    """The environment a Job gives the engine to reach `cfg`."""
+    return {"MYSQL_HOST": cfg.host, "MYSQL_PORT": str(cfg.port), "MYSQL_USER": cfg.user,
+            "MYSQL_PASSWORD": cfg.password, "MYSQL_DB": cfg.database}
+
+
 @pytest.fixture
 def db_env(db_config: DbConfig) -> dict[str, str]:
     """The environment a Job would give the engine for `db_config`."""
-    return {
-        "MYSQL_HOST": db_config.host,
-        "MYSQL_PORT": str(db_config.port),
-        "MYSQL_USER": db_config.user,
-        "MYSQL_PASSWORD": db_config.password,
-        "MYSQL_DB": db_config.database,
-    }
+    return engine_env(db_config)
+
+
+def query(cfg: DbConfig, sql: str, args: Any = None) -> list[tuple]:
+    """Run one statement as the test user; the rows it returns."""
+    conn = connect(cfg)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, args)
+            return list(cur.fetchall())
+    finally:
+        conn.close()
+
+
+def table_checksums(cfg: DbConfig) -> dict[str, int | None]:
+    """CHECKSUM TABLE of every table (the engine's own listing): equal checksums, equal data."""
+    conn = connect(cfg)
+    try:
+        return checksum_tables(conn, list_tables(conn, cfg.database))
+    finally:
+        conn.close()

@@ -12,7 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from coai_operator.engine.dbconfig import DbConfig, connect
-from coai_operator.engine.rowcounts import checksum_tables, list_tables
+from tests.mariadb import (
+    query,  # noqa: F401  (re-exported)
+    table_checksums,  # noqa: F401  (re-exported)
+)
 
 # A 1.6-style schema (users / conversations / files), plus a trigger, a view and a routine so the
 # dump's DELIMITER blocks and view placeholders are exercised too.
@@ -95,14 +98,6 @@ def populate(cfg: DbConfig, users: int = 6, conversations_per_user: int = 3) -> 
     conn.close()
 
 
-def table_checksums(cfg: DbConfig) -> dict[str, int | None]:
-    conn = connect(cfg)
-    try:
-        return checksum_tables(conn, list_tables(conn, cfg.database))
-    finally:
-        conn.close()
-
-
 def routines_and_views(cfg: DbConfig) -> dict[str, list[str]]:
     conn = connect(cfg)
     with conn.cursor() as cur:
@@ -116,14 +111,6 @@ def routines_and_views(cfg: DbConfig) -> dict[str, list[str]]:
     return {"routines": routines, "views": views, "triggers": triggers}
 
 
-def execute(cfg: DbConfig, sql: str, args: Any = None) -> list[tuple]:
-    conn = connect(cfg)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql, args)
-            return list(cur.fetchall())
-    finally:
-        conn.close()
 
 
 def recreate_database(cfg: DbConfig) -> None:

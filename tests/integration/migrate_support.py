@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from coai_operator.engine.dbconfig import DbConfig, connect
+from tests.mariadb import engine_env, query
 
 ENGINE_TABLES = ("schema_migrations", "schema_migrations_progress")
 
@@ -27,31 +28,14 @@ class CliRun:
     stderr: str
 
 
-def env_for(cfg: DbConfig) -> dict[str, str]:
-    return {
-        "MYSQL_HOST": cfg.host,
-        "MYSQL_PORT": str(cfg.port),
-        "MYSQL_USER": cfg.user,
-        "MYSQL_PASSWORD": cfg.password,
-        "MYSQL_DB": cfg.database,
-    }
-
-
-# Runs the real engine CLI. Until every command module of engine/cli.py exists (part B lands them
-# at the same time as this), commands whose module is missing are left out of the parser.
-_RUNNER = """
-import importlib.util, sys
-from coai_operator.engine import cli
-cli.COMMANDS = {k: v for k, v in cli.COMMANDS.items() if importlib.util.find_spec(v[0]) is not None}
-sys.exit(cli.main(sys.argv[1:]))
-"""
+env_for = engine_env
 
 
 def engine(env: dict[str, str], *args: str, extra_env: dict[str, str] | None = None, timeout: float = 120) -> CliRun:
     """`coai-operator engine ARGS` with `env`, as a process; the final stdout line parsed as JSON."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(("MYSQL_", "COAI_ENGINE_"))}
     proc = subprocess.run(
-        [sys.executable, "-c", _RUNNER, *args],
+        [sys.executable, "-m", "coai_operator.cli", "engine", *args],
         env={**base, **env, **(extra_env or {})},
         capture_output=True,
         text=True,
@@ -72,14 +56,6 @@ def seed(env: dict[str, str], *args: str) -> dict[str, Any]:
     return ok(engine(env, "seed-data", "--seed", "t1", *args))
 
 
-def query(cfg: DbConfig, sql: str, args: Any = None) -> list[tuple]:
-    conn = connect(cfg)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql, args)
-            return list(cur.fetchall())
-    finally:
-        conn.close()
 
 
 def tables(cfg: DbConfig) -> list[str]:

@@ -11,9 +11,9 @@ from coai_operator.engine.dbconfig import DbConfig
 
 from .engine_support import (
     create_schema,
-    execute,
     make_storage,
     populate,
+    query,
     recreate_database,
     routines_and_views,
     run_engine,
@@ -87,7 +87,7 @@ def test_restore_recreates_a_dropped_database(db_config: DbConfig, db_env: dict[
                                               tmp_path: Path) -> None:
     checksums = table_checksums(db_config)
     _backup(db_env, tmp_path / "bk", app, "--include", "database")
-    execute(db_config, f"DROP DATABASE `{db_config.database}`")
+    query(db_config, f"DROP DATABASE `{db_config.database}`")
     run = run_engine(db_env, "restore", "--dir", str(tmp_path / "bk"))
     assert run.returncode == 0, run.stderr
     assert table_checksums(db_config) == checksums
@@ -97,9 +97,9 @@ def test_restore_removes_tables_and_rows_added_after_backup(db_config: DbConfig,
                                                            app: Path, tmp_path: Path) -> None:
     checksums = table_checksums(db_config)
     _backup(db_env, tmp_path / "bk", app, "--include", "database")
-    execute(db_config, "CREATE TABLE roles (id INT PRIMARY KEY)")
-    execute(db_config, "INSERT INTO users (username) VALUES ('late')")
-    execute(db_config, "ALTER TABLE users DROP COLUMN is_admin")
+    query(db_config, "CREATE TABLE roles (id INT PRIMARY KEY)")
+    query(db_config, "INSERT INTO users (username) VALUES ('late')")
+    query(db_config, "ALTER TABLE users DROP COLUMN is_admin")
 
     run = run_engine(db_env, "restore", "--dir", str(tmp_path / "bk"))
     assert run.returncode == 0, run.stderr
@@ -115,7 +115,7 @@ def test_restore_refuses_a_flipped_byte_and_changes_nothing(db_config: DbConfig,
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x01
     path.write_bytes(bytes(data))
-    execute(db_config, "INSERT INTO users (username) VALUES ('after backup')")
+    query(db_config, "INSERT INTO users (username) VALUES ('after backup')")
     (app / "after backup.txt").write_text("stays")
     checksums, files = table_checksums(db_config), tree_digest(app)
 
@@ -133,7 +133,7 @@ def test_restore_refuses_a_flipped_byte_and_changes_nothing(db_config: DbConfig,
 def test_rerun_reuses_complete_backup_unless_overwrite(db_config: DbConfig, db_env: dict[str, str], app: Path,
                                                        tmp_path: Path) -> None:
     first = _backup(db_env, tmp_path / "bk", app)
-    execute(db_config, "INSERT INTO users (username) VALUES ('later')")
+    query(db_config, "INSERT INTO users (username) VALUES ('later')")
 
     again = _backup(db_env, tmp_path / "bk", app)
     assert again["reused"] is True
@@ -170,14 +170,14 @@ def test_crash_mid_backup_leaves_no_manifest_and_rerun_completes(db_env: dict[st
 def test_export_post_migration_data_next_to_the_backup(db_config: DbConfig, db_env: dict[str, str], app: Path,
                                                        tmp_path: Path) -> None:
     pre = _backup(db_env, tmp_path / "mig", app)
-    execute(db_config, "INSERT INTO users (username) VALUES ('post-migration user')")
+    query(db_config, "INSERT INTO users (username) VALUES ('post-migration user')")
     post = _backup(db_env, tmp_path / "mig" / "post-migration", app, "--label", "post-migration")
     assert post["rowCounts"]["users"] == 7
     assert pre["rowCounts"]["users"] == 6
     # The pre-migration backup is untouched and still restorable.
     run = run_engine(db_env, "restore", "--dir", str(tmp_path / "mig"), "--include", "database")
     assert run.returncode == 0, run.stderr
-    assert execute(db_config, "SELECT COUNT(*) FROM users")[0][0] == 6
+    assert query(db_config, "SELECT COUNT(*) FROM users")[0][0] == 6
 
 
 def test_zstd_compression_roundtrip(db_config: DbConfig, db_env: dict[str, str], app: Path, tmp_path: Path) -> None:

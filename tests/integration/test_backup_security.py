@@ -14,7 +14,7 @@ import pytest
 
 from coai_operator.engine.dbconfig import DbConfig
 
-from .engine_support import create_schema, execute, populate, run_engine, table_checksums, tree_digest
+from .engine_support import create_schema, populate, query, run_engine, table_checksums, tree_digest
 
 pytestmark = pytest.mark.integration
 
@@ -68,10 +68,10 @@ def test_password_never_on_child_argv_environ_or_output(db_config: DbConfig, db_
     create_schema(db_config)
     populate(db_config)
     # ~2.4 MB of dump: more than one 1 MiB read plus the pipe buffer, so the dump is still running while it is held.
-    execute(db_config, "CREATE TABLE bulk (id INT PRIMARY KEY, payload BLOB)")
+    query(db_config, "CREATE TABLE bulk (id INT PRIMARY KEY, payload BLOB)")
     for start in range(0, 1200, 100):
         rows = ", ".join(f"({i}, RANDOM_BYTES(1024))" for i in range(start, start + 100))
-        execute(db_config, f"INSERT INTO bulk VALUES {rows}")
+        query(db_config, f"INSERT INTO bulk VALUES {rows}")
     password = db_config.password.encode()
 
     for args, tool in (
@@ -114,7 +114,7 @@ def test_bad_credentials_or_host_one_line_error_nothing_changed(db_config: DbCon
     (storage / "a.txt").write_text("a")
     good = run_engine(db_env, "backup", "--dir", str(tmp_path / "good"), "--storage", str(storage))
     assert good.returncode == 0, good.stderr
-    execute(db_config, "INSERT INTO files (user_id, file_path, original_name) VALUES (1, 'a.txt', 'a.txt')")
+    query(db_config, "INSERT INTO files (user_id, file_path, original_name) VALUES (1, 'a.txt', 'a.txt')")
     checksums, files = table_checksums(db_config), tree_digest(storage)
 
     override, expected = BAD_SETTINGS[case]

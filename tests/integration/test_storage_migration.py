@@ -9,7 +9,7 @@ import pytest
 
 from coai_operator.engine.dbconfig import DbConfig
 
-from .engine_support import create_schema, execute, run_engine, tree_digest
+from .engine_support import create_schema, query, run_engine, tree_digest
 
 pytestmark = pytest.mark.integration
 
@@ -43,12 +43,12 @@ def storage(db_config: DbConfig, tmp_path: Path) -> Path:
     rows = [(1, rel, Path(rel).name) for rel, _ in FILES] + [(1, MISSING, MISSING)]
     rows += [(1, p, "bad") for p in INVALID]
     for row in rows:
-        execute(db_config, "INSERT INTO files (user_id, file_path, original_name) VALUES (%s, %s, %s)", row)
+        query(db_config, "INSERT INTO files (user_id, file_path, original_name) VALUES (%s, %s, %s)", row)
     return root
 
 
 def _rows(cfg: DbConfig) -> dict[int, str]:
-    return dict(execute(cfg, "SELECT id, file_path FROM files ORDER BY id"))
+    return dict(query(cfg, "SELECT id, file_path FROM files ORDER BY id"))
 
 
 def _assert_migrated(cfg: DbConfig, root: Path) -> None:
@@ -61,7 +61,7 @@ def _assert_migrated(cfg: DbConfig, root: Path) -> None:
         assert (root / rel).read_bytes() == content  # originals are kept
     assert rows[len(FILES) + 1] == MISSING
     assert [rows[len(FILES) + 2], rows[len(FILES) + 3]] == INVALID
-    assert execute(cfg, "SELECT COUNT(*) FROM storage_migration_map")[0][0] == len(FILES)
+    assert query(cfg, "SELECT COUNT(*) FROM storage_migration_map")[0][0] == len(FILES)
 
 
 def test_migrate_then_undo_with_hostile_names(db_config: DbConfig, db_env: dict[str, str], storage: Path) -> None:
@@ -96,7 +96,7 @@ def test_migrate_then_undo_with_hostile_names(db_config: DbConfig, db_env: dict[
     after = {k: v for k, v in tree_digest(storage).items() if k.split("/")[0] not in
              ("uploads", "processed", "cache", "temp")}
     assert after == before_tree
-    assert execute(db_config, "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s"
+    assert query(db_config, "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s"
                               " AND TABLE_NAME = 'storage_migration_map'", (db_config.database,))[0][0] == 0
 
     # Undo is idempotent too.
@@ -140,7 +140,7 @@ def test_rows_already_in_the_new_layout_are_left_alone(db_config: DbConfig, db_e
     digest = hashlib.sha256(b"uploaded by 2.0").hexdigest()
     (storage / "uploads").mkdir()
     (storage / "uploads" / f"{digest}.txt").write_bytes(b"uploaded by 2.0")
-    execute(db_config, "INSERT INTO files (user_id, file_path, original_name) VALUES (1, %s, 'new.txt')",
+    query(db_config, "INSERT INTO files (user_id, file_path, original_name) VALUES (1, %s, 'new.txt')",
             (f"uploads/{digest}.txt",))
     run = run_engine(db_env, "migrate-storage", "--storage", str(storage))
     assert run.returncode == 0, run.stderr

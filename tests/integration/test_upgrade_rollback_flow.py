@@ -9,7 +9,7 @@ import pytest
 
 from coai_operator.engine.dbconfig import DbConfig
 
-from .engine_support import execute, run_engine, table_checksums, tree_digest
+from .engine_support import query, run_engine, table_checksums, tree_digest
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +35,7 @@ def test_upgrade_then_roll_back_to_the_backup(db_config: DbConfig, db_env: dict[
 
     _ok(db_env, "migrate", "--target", "2.0.0")
     moved = _ok(db_env, "migrate-storage", "--storage", str(storage))
-    assert moved["migrated"] == execute(db_config, "SELECT COUNT(*) FROM files")[0][0] == 15
+    assert moved["migrated"] == query(db_config, "SELECT COUNT(*) FROM files")[0][0] == 15
     assert moved["missing"]["count"] == 0
     integrity = _ok(db_env, "validate", "--checks", "database,dataIntegrity", "--manifest", str(tmp_path / "bk"))
     assert integrity["passed"] == 2

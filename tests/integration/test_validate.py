@@ -14,7 +14,7 @@ import pytest
 
 from coai_operator.engine.dbconfig import DbConfig
 
-from .engine_support import EngineRun, create_schema, execute, populate, run_engine
+from .engine_support import EngineRun, create_schema, populate, query, run_engine
 
 pytestmark = pytest.mark.integration
 
@@ -183,22 +183,22 @@ def test_data_integrity_rule(db_config: DbConfig, db_env: dict[str, str], manife
         return run_engine(db_env, "validate", "--checks", "dataIntegrity", "--manifest", str(manifest), *extra)
 
     # New tables and new rows are fine (>=); --exact demands equality.
-    execute(db_config, "CREATE TABLE roles (id INT PRIMARY KEY)")
-    execute(db_config, "INSERT INTO users (username) VALUES ('new after migration')")
+    query(db_config, "CREATE TABLE roles (id INT PRIMARY KEY)")
+    query(db_config, "INSERT INTO users (username) VALUES ('new after migration')")
     assert integrity().returncode == 0
     exact = integrity("--exact")
     assert exact.returncode == 1
     assert "users has 7 rows, backup had 6" in exact.result["error"]
 
     # Losing rows fails, unless the table is exempted.
-    execute(db_config, "DELETE FROM audit WHERE id <= 2")
+    query(db_config, "DELETE FROM audit WHERE id <= 2")
     lost = integrity()
     assert lost.returncode == 1
     assert "audit has 16 rows, backup had 18" in lost.result["error"]
     assert integrity("--ignore-tables", "audit").returncode == 0
 
     # A dropped table fails unless a migration is allowed to drop it.
-    execute(db_config, "DROP TABLE audit")
+    query(db_config, "DROP TABLE audit")
     assert "audit was dropped" in integrity().result["error"]
     assert integrity("--allow-dropped", "audit").returncode == 0
 
