@@ -44,6 +44,9 @@ PROVISIONER = "coai.dev/local-dir"
 STORAGE_CLASS = "local"
 LOCAL_IMAGE_PATTERN = re.compile(os.environ.get("COAI_AGENT_LOCAL_IMAGES", r"(^|/)coai-operator(:|@|$)"))
 HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+IMAGE_PATHS = sorted({str(p) for p in (REPO, Path(sys.prefix).resolve())
+                      if not any(str(p).startswith(str(q) + "/") for q in (REPO, Path(sys.prefix).resolve()))})
 # Where a pod's mount sources are staged (see podlaunch.py); outside any plausible mountPath.
 STAGE_ROOT = Path("/run/coai-node-agent")
 log = logging.getLogger("node-agent")
@@ -449,6 +452,8 @@ class NodeAgent:
             if vm.sub_path:
                 source.mkdir(parents=True, exist_ok=True)
             mounts.append({"source": str(source), "target": vm.mount_path, "readOnly": bool(vm.read_only)})
+        # The checkout and its venv are the "image": keep them visible even under a mount such as /tmp.
+        mounts += [{"source": path, "target": path, "readOnly": True} for path in IMAGE_PATHS]
         termination = run.dir / f"{container.name}.termination-log"
         termination.write_text("")
         mounts.append({"source": str(termination),
