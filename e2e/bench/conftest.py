@@ -1,0 +1,3 @@
+"""Benchmarks are run by `python -m e2e.bench`, never collected by pytest (testpaths include e2e)."""
+
+collect_ignore_glob = ["*"]

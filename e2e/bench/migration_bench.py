@@ -1,0 +1,167 @@
+"""An e2e CoaiMigration 1.9 → 2.0 on a seeded database, timed, next to the same engine work by hand.
+
+The instance runs at 1.9.0 against a private MariaDB; its database is seeded with `engine
+seed-data --version 1.9.0` (100k users * --scale, 5 conversations each, a file per 10 users on
+the instance's storage PVC). The CoaiMigration does everything for real (Jobs run by the node
+agent): Preflight, Backup, MaintenanceOn, ConfigMigration, Migrate, StorageMigration, Rollout,
+Validate (database, health, dataIntegrity). Figures, from status (second resolution):
+
+- total: status.startedAt → completedAt;
+- maintenance window: MaintenanceOn.startedAt → Rollout.finishedAt (the app is down).
+
+Baseline in the same run: an identical dataset (same seed) in a second database and directory,
+and the same engine commands run by hand, back to back (backup, migrate, migrate-storage): what
+the operator orchestrates, without Jobs, pods or polling. The seed's procedure stops the app
+before its backup, so its maintenance window is all three commands.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client
+
+from e2e.bench.common import PYTHON, Report, log, run_timed
+from e2e.localcluster.mariadb import LocalMariaDB
+
+FULL_USERS = 100_000
+APP_SECRET = {"JWT_SECRET": "j" * 40, "OPENAI_KEY": "sk-bench-openai"}
+APP_CONFIG = {"LEGACY_AUTH_ENABLED": "true", "SITE_NAME": "bench", "OLD_API_FORMAT": "1"}
+NAME = "chat"
+
+
+class _Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = b'{"status": true}'
+        self.send_response(200 if self.path.startswith("/health") else 404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def _at(stamp: str | None) -> float | None:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() if stamp else None
+
+
+def _wait(predicate: Any, timeout: float, what: str, interval: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+        except client.ApiException:
+            value = None
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def run(report: Report, bench: Any, *, scale: float, users: int | None) -> None:
+    users = users or max(100, round(FULL_USERS * scale))
+    files = max(10, users // 10)
+    assert bench.cluster is not None and bench.api is not None
+    log(f"CoaiMigration e2e: 1.9 -> 2.0 with {users} users, {users * 5} conversations, {files} files")
+    db = LocalMariaDB(bench.work / "mariadb").start()
+    health = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Health)
+    threading.Thread(target=health.serve_forever, daemon=True).start()
+    op = None
+    try:
+        with db.admin() as conn, conn.cursor() as cur:
+            cur.execute("SET GLOBAL innodb_buffer_pool_size = 2147483648")
+        for name in ("chatnio", "manual"):
+            db.create_database(name)
+        ns = "bench-mig"
+        core, custom = client.CoreV1Api(bench.api), client.CustomObjectsApi(bench.api)
+        core.create_namespace({"metadata": {"name": ns}})
+        core.create_namespaced_secret(ns, {"metadata": {"name": "coai-db"}, "stringData": {"password": db.password}})
+        core.create_namespaced_secret(ns, {"metadata": {"name": "coai-app"}, "stringData": APP_SECRET})
+        op = bench.operator("coai", ns)
+        custom.create_namespaced_custom_object("coai.dev", "v1alpha1", ns, "coaiinstances", {
+            "apiVersion": "coai.dev/v1alpha1", "kind": "CoaiInstance", "metadata": {"name": NAME},
+            "spec": {"version": "1.9.0", "secretRef": {"name": "coai-app"}, "config": dict(APP_CONFIG),
+                     "database": {"host": "127.0.0.1", "port": db.port, "name": "chatnio", "user": db.user,
+                                  "passwordSecretRef": {"name": "coai-db"}}}})
+        _wait(lambda: (custom.get_namespaced_custom_object("coai.dev", "v1alpha1", ns, "coaiinstances", NAME)
+                       .get("status") or {}).get("phase") == "Ready", 120, "the 1.9 instance Ready")
+        volume = _wait(lambda: core.read_namespaced_persistent_volume_claim(f"{NAME}-storage", ns).spec.volume_name,
+                       60, "the storage PVC bound")
+        storage = Path(core.read_persistent_volume(volume).spec.host_path.path)
+
+        manual_storage = bench.work / "manual-storage"
+        seeds = {}
+        for database, root in (("chatnio", storage), ("manual", manual_storage)):
+            done = run_timed([PYTHON, "-m", "coai_operator.cli", "engine", "seed-data", "--version", "1.9.0",
+                              "--users", str(users), "--conversations-per-user", "5", "--files", str(files),
+                              "--storage", str(root), "--seed", "bench-mig"], env={**os.environ, **db.env(database)})
+            seeds[database] = round(done.seconds, 2)
+
+        # Baseline: the same engine commands by hand, back to back.
+        env = {**os.environ, **db.env("manual")}
+        manual: dict[str, float] = {}
+        for step, args in (
+            ("backup", ["backup", "--dir", str(bench.work / "manual-backup"), "--storage", str(manual_storage)]),
+            ("migrate", ["migrate", "--target", "2.0.0"]),
+            ("migrate-storage", ["migrate-storage", "--storage", str(manual_storage)]),
+        ):
+            manual[step] = run_timed([PYTHON, "-m", "coai_operator.cli", "engine", *args], env=env).seconds
+
+        base_url = f"http://127.0.0.1:{health.server_address[1]}"
+        log("CoaiMigration e2e: applying the migration")
+        applied = time.monotonic()
+        custom.create_namespaced_custom_object("coai.dev", "v1alpha1", ns, "coaimigrations", {
+            "apiVersion": "coai.dev/v1alpha1", "kind": "CoaiMigration", "metadata": {"name": "to-2"},
+            "spec": {"instanceRef": {"name": NAME}, "targetVersion": "2.0.0", "storageMigration": {"enabled": True},
+                     "validation": {"baseURL": base_url, "checks": ["database", "health", "dataIntegrity"]}}})
+
+        def finished() -> dict[str, Any] | None:
+            obj = custom.get_namespaced_custom_object("coai.dev", "v1alpha1", ns, "coaimigrations", "to-2")
+            status = obj.get("status") or {}
+            return status if status.get("phase") in ("Succeeded", "Failed", "RolledBack") else None
+
+        status = _wait(finished, 900 + users / 100, "the CoaiMigration to finish")
+        observed = time.monotonic() - applied
+        steps = {s["name"]: s for s in status.get("steps") or []}
+        durations = {name: (_at(s.get("finishedAt")) or 0) - (_at(s.get("startedAt")) or 0)
+                     for name, s in steps.items() if s.get("startedAt") and s.get("finishedAt")}
+        total = (_at(status.get("completedAt")) or 0) - (_at(status.get("startedAt")) or 0)
+        window = None
+        if "MaintenanceOn" in steps and "Rollout" in steps:
+            window = (_at(steps["Rollout"].get("finishedAt")) or 0) - (_at(steps["MaintenanceOn"].get("startedAt"))
+                                                                       or 0)
+        report.details["migration_e2e"] = {
+            "users": users, "conversations": users * 5, "files": files, "phase": status.get("phase"),
+            "message": status.get("message"), "seed_seconds": seeds, "observed_seconds": round(observed, 2),
+            "status_total_seconds": total, "maintenance_window_seconds": window, "step_seconds": durations,
+            "manual_engine_seconds": {k: round(v, 2) for k, v in manual.items()},
+        }
+        if status.get("phase") != "Succeeded":
+            report.errors.append(f"CoaiMigration e2e ended {status.get('phase')}: {status.get('message')}")
+        group = f"migration e2e ({users} users)"
+        by_hand = sum(manual.values())
+        report.add(group, "CoaiMigration 1.9→2.0 total", total, "s", baseline=by_hand,
+                   baseline_name="engine backup+migrate+storage by hand",
+                   note=f"phase {status.get('phase')}; apply→{status.get('phase')} observed {observed:.1f}s")
+        report.add(group, "maintenance window (MaintenanceOn→Rollout done)", window, "s", baseline=by_hand,
+                   baseline_name="seed order: down for backup+migrate+storage")
+        for name in ("Backup", "Migrate", "StorageMigration", "Validate"):
+            hand = {"Backup": "backup", "Migrate": "migrate", "StorageMigration": "migrate-storage"}.get(name)
+            report.add(group, f"step {name} (Job)", durations.get(name), "s",
+                       baseline=manual.get(hand) if hand else None,
+                       baseline_name=f"engine {hand} by hand" if hand else "")
+        log("CoaiMigration e2e: " + json.dumps({"total": total, "window": window, "steps": durations}))
+    finally:
+        if op is not None:
+            op.stop()
+        health.shutdown()
+        db.stop()
