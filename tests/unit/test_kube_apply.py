@@ -188,3 +188,16 @@ def test_pvc_grows_but_never_shrinks_and_ignores_immutable_fields() -> None:
     smaller = copy.deepcopy(pvc)
     smaller["spec"]["resources"]["requests"]["storage"] = "1Gi"
     assert plan_update(smaller, live) is None
+
+
+def test_the_echo_of_our_own_write_is_recognised_and_nothing_else() -> None:
+    from coai_operator.kube import is_own_write_echo, remember_own_write
+
+    written = {"kind": "ConfigMap", "metadata": {"namespace": "ns", "name": "echo-cm", "resourceVersion": "41"}}
+    remember_own_write(written)
+    event = {"metadata": {"namespace": "ns", "name": "echo-cm", "resourceVersion": "41"}}
+    assert is_own_write_echo(event, "ConfigMap")
+    assert not is_own_write_echo({"metadata": {**event["metadata"], "resourceVersion": "42"}}, "ConfigMap")
+    assert not is_own_write_echo(event, "Service")
+    assert not is_own_write_echo({"metadata": {"namespace": "ns", "name": "other", "resourceVersion": "41"}},
+                                 "ConfigMap")

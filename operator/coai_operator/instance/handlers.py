@@ -6,7 +6,7 @@ Triggers:
   kept PVCs), so a child edited or deleted by hand is put back at once and status follows the
   rollout;
 - one operator-wide loop over a kopf index of all instances: a drift check of every instance each
-  COAI_RESYNC_SECONDS (60), and every COAI_RETRY_SECONDS (20) a retry of the instances whose last
+  COAI_RESYNC_SECONDS (600), and every COAI_RETRY_SECONDS (20) a retry of the instances whose last
   reconcile hit a problem that can heal by itself (a missing Secret, a refused write).
 
 Why not a kopf timer and kopf.TemporaryError: kopf puts a finalizer on every object that has a
@@ -29,9 +29,11 @@ import kopf
 
 from coai_operator import constants
 from coai_operator.instance.reconcile import Outcome, owner_of, reconcile_named
+from coai_operator.kube import is_own_write_echo
 
 RETRY_SECONDS = float(os.environ.get("COAI_RETRY_SECONDS", "20"))
-RESYNC_SECONDS = float(os.environ.get("COAI_RESYNC_SECONDS", "60"))
+# The drift check is a safety net: child watches already repair hand edits at once.
+RESYNC_SECONDS = float(os.environ.get("COAI_RESYNC_SECONDS", "600"))
 CHILD_RESOURCES = (
     ("apps", "v1", "deployments", "Deployment"),
     ("", "v1", "services", "Service"),
@@ -75,6 +77,8 @@ def _child_handler(kind: str) -> tuple[Any, Any]:
 
     def on_child_event(body: kopf.Body, type: str | None, namespace: str, name: str, **_: Any) -> None:
         owner = owner_of(body, kind)
+        if type in ("ADDED", "MODIFIED") and is_own_write_echo(body, kind):
+            return  # the echo of our own write: the reconcile that wrote it already accounted for it
         if owner:
             _reconcile(namespace, owner, f"{kind} {name} {(type or 'listed').lower()}", coalesce=True)
 
