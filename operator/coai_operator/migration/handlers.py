@@ -11,7 +11,7 @@ from coai_operator import constants
 from coai_operator.kube import Kube, KubeError
 from coai_operator.migration import machine, planner
 
-TICK_SECONDS = 2.0
+TICK_SECONDS = 1.0
 
 
 def _needs_work(body: kopf.Body) -> bool:
@@ -29,18 +29,31 @@ def migration_tick(body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
     """Advance one migration. Finished migrations cost nothing: no API call unless a rollback is requested."""
     if not _needs_work(body):
         return
-    migration = {"apiVersion": body["apiVersion"], "kind": body["kind"], "metadata": dict(body["metadata"]),
-                 "spec": dict(body.get("spec") or {}), "status": dict(body.get("status") or {})}
     kube = Kube()
     try:
+        # The watch may lag behind our own last status write: work from what the API has now.
+        migration = kube.get(constants.API_VERSION, constants.MIGRATION_KIND, body["metadata"]["namespace"],
+                             body["metadata"]["name"])
+        if migration is None:
+            return
         status, events, _ = machine.reconcile(kube, migration)
     except KubeError as exc:
         raise kopf.TemporaryError(f"API error: {exc.message}", delay=5) from exc
-    old = {k: v for k, v in (body.get("status") or {}).items() if k in machine.STATUS_KEYS}
+    old = {k: v for k, v in (migration.get("status") or {}).items() if k in machine.STATUS_KEYS}
     if status != old:
         patch = {k: status.get(k) for k in set(old) | set(status) if old.get(k) != status.get(k)}
-        kube.patch(constants.API_VERSION, constants.MIGRATION_KIND, body["metadata"]["namespace"],
-                   body["metadata"]["name"], {"status": patch}, subresource="status")
+        # resourceVersion: a concurrent writer (an older operator still shutting down) makes this a 409,
+        # and the next tick starts again from what the API has.
+        try:
+            kube.patch(constants.API_VERSION, constants.MIGRATION_KIND, body["metadata"]["namespace"],
+                       body["metadata"]["name"],
+                       {"metadata": {"resourceVersion": migration["metadata"]["resourceVersion"]}, "status": patch},
+                       subresource="status")
+        except KubeError as exc:
+            if exc.status != 409:
+                raise kopf.TemporaryError(f"API error: {exc.message}", delay=5) from exc
+            logger.info("status changed meanwhile; next tick continues from the stored state")
+            return
     for type_, reason, message in events:
         kopf.event(migration, type=type_, reason=reason, message=message)
         log_fn = logger.warning if type_ == "Warning" else logger.info
