@@ -109,7 +109,9 @@ def file_digests(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-class _Health(http.server.BaseHTTPRequestHandler):
+class HealthHandler(http.server.BaseHTTPRequestHandler):
+    """Answers /health with 200: the app's health route, since the app pods are not run here."""
+
     def do_GET(self) -> None:
         body = b'{"status": true}'
         self.send_response(200 if self.path.startswith("/health") else 404)
@@ -125,7 +127,7 @@ class _Health(http.server.BaseHTTPRequestHandler):
 @contextmanager
 def health_endpoint() -> Iterator[str]:
     """An HTTP server standing in for the app's health route (the app pods are not run here)."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Health)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), HealthHandler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -30,24 +30,10 @@ from kubernetes import client
 
 from e2e.bench.common import PYTHON, Report, log, run_timed
 from e2e.localcluster.mariadb import LocalMariaDB
+from e2e.migration_support import APP_CONFIG, APP_SECRET, HealthHandler
 
 FULL_USERS = 100_000
-APP_SECRET = {"JWT_SECRET": "j" * 40, "OPENAI_KEY": "sk-bench-openai"}
-APP_CONFIG = {"LEGACY_AUTH_ENABLED": "true", "SITE_NAME": "bench", "OLD_API_FORMAT": "1"}
 NAME = "chat"
-
-
-class _Health(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        body = b'{"status": true}'
-        self.send_response(200 if self.path.startswith("/health") else 404)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
 
 
 def _at(stamp: str | None) -> float | None:
@@ -73,7 +59,7 @@ def run(report: Report, bench: Any, *, scale: float, users: int | None) -> None:
     assert bench.cluster is not None and bench.api is not None
     log(f"CoaiMigration e2e: 1.9 -> 2.0 with {users} users, {users * 5} conversations, {files} files")
     db = LocalMariaDB(bench.work / "mariadb").start()
-    health = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Health)
+    health = http.server.ThreadingHTTPServer(("127.0.0.1", 0), HealthHandler)
     threading.Thread(target=health.serve_forever, daemon=True).start()
     op = None
     try:
