@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from kubernetes import config
-from tests.unit.test_crds import SEED_INSTANCE_DEFAULTS
+from tests.unit.test_crds import MIGRATION_DEFAULTS, SEED_INSTANCE_DEFAULTS
 
 from e2e.helpers import wait_for
 
@@ -215,15 +215,7 @@ def test_server_side_defaults_migration(cluster, crds_installed, namespace) -> N
     result = dry_run(cluster, namespace, migration())
     assert result.returncode == 0, result.stderr
     spec = json.loads(result.stdout)["spec"]
-    assert spec["dryRun"] is False
-    assert spec["backup"] == {"enabled": True, "include": ["database", "storage", "config"],
-                              "pvc": {"size": "20Gi"}}
-    assert spec["storageMigration"] == {"enabled": False}
-    assert spec["validation"] == {"enabled": True, "checks": ["database", "health", "dataIntegrity"],
-                                  "timeoutSeconds": 300}
-    assert spec["rollback"] == {"policy": "Automatic", "mode": "Emergency", "requested": False}
-    assert spec["maintenance"] == {"enabled": True}
-    assert spec["backoffLimit"] == 1
+    assert {k: spec.get(k) for k in MIGRATION_DEFAULTS} == MIGRATION_DEFAULTS
 
 
 # ------------------------------------------------------------------------------------------------

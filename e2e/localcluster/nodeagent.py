@@ -220,27 +220,26 @@ class NodeAgent:
         return Path(pv.spec.host_path.path)
 
     # ---- pods: env and volumes ----------------------------------------------------------------
-    def _secret_data(self, namespace: str, name: str, optional: bool) -> dict[str, str] | None:
+    def _read(self, reader: Any, kind: str, namespace: str, name: str, optional: bool) -> Any:
+        """The object, None when it is missing but optional; a kubelet-style wait when it is required."""
         try:
-            secret = self.core.read_namespaced_secret(name, namespace)
+            return reader(name, namespace)
         except ApiException as exc:
-            if exc.status == 404 and optional:
+            if exc.status != 404:
+                raise
+            if optional:
                 return None
-            if exc.status == 404:
-                raise NotReadyYet(f'secret "{name}" not found') from exc
-            raise
+            raise NotReadyYet(f'{kind} "{name}" not found') from exc
+
+    def _secret_data(self, namespace: str, name: str, optional: bool) -> dict[str, str] | None:
+        secret = self._read(self.core.read_namespaced_secret, "secret", namespace, name, optional)
+        if secret is None:
+            return None
         return {k: base64.b64decode(v).decode(errors="replace") for k, v in (secret.data or {}).items()}
 
     def _configmap_data(self, namespace: str, name: str, optional: bool) -> dict[str, str] | None:
-        try:
-            cm = self.core.read_namespaced_config_map(name, namespace)
-        except ApiException as exc:
-            if exc.status == 404 and optional:
-                return None
-            if exc.status == 404:
-                raise NotReadyYet(f'configmap "{name}" not found') from exc
-            raise
-        return dict(cm.data or {})
+        cm = self._read(self.core.read_namespaced_config_map, "configmap", namespace, name, optional)
+        return None if cm is None else dict(cm.data or {})
 
     def _field(self, pod: client.V1Pod, path: str) -> str:
         simple = {

@@ -638,6 +638,18 @@ SEED_INSTANCE_DEFAULTS = {
 }
 
 
+# What a CoaiMigration with only instanceRef and targetVersion gets from the schema.
+MIGRATION_DEFAULTS = {
+    "dryRun": False,
+    "backup": {"enabled": True, "include": ["database", "storage", "config"], "pvc": {"size": "20Gi"}},
+    "storageMigration": {"enabled": False},
+    "validation": {"enabled": True, "checks": ["database", "health", "dataIntegrity"], "timeoutSeconds": 300},
+    "rollback": {"policy": "Automatic", "mode": "Emergency", "requested": False},
+    "maintenance": {"enabled": True},
+    "backoffLimit": 1,
+}
+
+
 def test_minimal_instance_gets_the_seed_defaults(instance_crd) -> None:
     obj, errors = _check(instance_crd, MINIMAL_INSTANCE)
     assert errors == []
@@ -650,15 +662,7 @@ def test_minimal_migration_gets_safe_defaults(migration_crd) -> None:
     obj, errors = _check(migration_crd, MINIMAL_MIGRATION)
     assert errors == []
     spec = obj["spec"]
-    assert spec["dryRun"] is False
-    assert spec["backup"] == {"enabled": True, "include": ["database", "storage", "config"],
-                              "pvc": {"size": "20Gi"}}
-    assert spec["storageMigration"] == {"enabled": False}
-    assert spec["validation"] == {"enabled": True, "checks": ["database", "health", "dataIntegrity"],
-                                  "timeoutSeconds": 300}
-    assert spec["rollback"] == {"policy": "Automatic", "mode": "Emergency", "requested": False}
-    assert spec["maintenance"] == {"enabled": True}
-    assert spec["backoffLimit"] == 1
+    assert {k: spec.get(k) for k in MIGRATION_DEFAULTS} == MIGRATION_DEFAULTS
 
 
 FULL_INSTANCE = {
