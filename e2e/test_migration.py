@@ -64,6 +64,12 @@ def test_upgrade_1_8_to_2_0_runs_every_step_for_real(deployed: Deployed) -> None
     assert instance["spec"]["version"] == "2.0.0"
     assert instance["status"]["version"] == "2.0.0" and instance["status"]["schemaVersion"] == "2.0.0"
     assert not instance["status"].get("activeMigration")
+    assert instance["spec"]["maintenance"] == {"enabled": False}  # as before the migration, no leftovers
+    wait_for(lambda: deployed.get("coai")["status"]["phase"] == "Ready", timeout=30,
+             message="the instance leaves phase Migrating when the lock is released")
+    rollouts = json.loads(deployed.kubectl("get", "events", "--field-selector", "reason=RolloutStarted",
+                                           "-o", "json").stdout)["items"]
+    assert sum(e.get("count", 1) for e in rollouts) == 1
     image = deployed.get("deployment")["spec"]["template"]["spec"]["containers"][0]["image"]
     assert image.endswith(":2.0.0")
 

@@ -8,6 +8,7 @@ from typing import Any
 import kopf
 
 from coai_operator import constants
+from coai_operator.instance.reconcile import reconcile_named
 from coai_operator.kube import Kube, KubeError
 from coai_operator.migration import machine, planner
 
@@ -54,6 +55,11 @@ def migration_tick(body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
                 raise kopf.TemporaryError(f"API error: {exc.message}", delay=5) from exc
             logger.info("status changed meanwhile; next tick continues from the stored state")
             return
+    if status.get("phase") in planner.TERMINAL_PHASES and old.get("phase") not in planner.TERMINAL_PHASES:
+        # The lock is released: a status change does not wake the instance controller (kopf reacts to
+        # spec and metadata), so tell it now, or its phase would say Migrating until the drift check.
+        reconcile_named(body["metadata"]["namespace"], migration["spec"]["instanceRef"]["name"],
+                        f"CoaiMigration {body['metadata']['name']} {status['phase']}", coalesce=True)
     for type_, reason, message in events:
         kopf.event(migration, type=type_, reason=reason, message=message)
         log_fn = logger.warning if type_ == "Warning" else logger.info

@@ -343,12 +343,18 @@ def step_rollout(ctx: Ctx) -> StepOutcome:
     patch: Obj = {}
     if spec.get("version") != target:
         patch["version"] = target
-    if (spec.get("maintenance") or None) != (snap.maintenance or None):
-        patch["maintenance"] = snap.maintenance or {"enabled": False, "message": None}
+    maintenance = maintenance_patch(spec, snap)
+    if maintenance:
+        patch["maintenance"] = maintenance
     if patch:
         patch_instance_spec(ctx, patch)
         ctx.event("RolloutStarted", f"CoaiInstance {ctx.instance_name} -> {target}; maintenance off")
     return wait_instance_ready(ctx, target, step_started_at(ctx, planner.ROLLOUT))
+
+
+def maintenance_patch(spec: Obj, snap: Snapshot) -> Obj | None:
+    """The merge patch that puts spec.maintenance back as the snapshot has it (keys we added go)."""
+    return map_merge_patch(spec.get("maintenance") or {}, snap.maintenance or {"enabled": False})
 
 
 def step_rollback_maintenance(ctx: Ctx) -> StepOutcome:
@@ -370,8 +376,9 @@ def step_rollback_config(ctx: Ctx) -> StepOutcome:
         patch["version"] = snap.version
     if snap.image and spec.get("image") != snap.image:
         patch["image"] = snap.image
-    if (spec.get("maintenance") or None) != (snap.maintenance or None):
-        patch["maintenance"] = snap.maintenance or {"enabled": False, "message": None}
+    maintenance = maintenance_patch(spec, snap)
+    if maintenance:
+        patch["maintenance"] = maintenance
     patch_instance_spec(ctx, patch)
     if snap.secret_name:
         live = ctx.kube.get("v1", "Secret", ctx.namespace, snap.secret_name)
