@@ -28,7 +28,7 @@ import pymysql
 from coai_operator.engine import compress, testhooks
 from coai_operator.engine.archive import TreeStats, scan_tar, write_tree_tar
 from coai_operator.engine.dbconfig import DbConfig, option_file
-from coai_operator.engine.dbtools import child_env, find_tool, open_connection, tool_error
+from coai_operator.engine.dbtools import child_env, find_tool, finish_tool, open_connection
 from coai_operator.engine.errors import BackupError, EngineError
 from coai_operator.engine.fsutil import CHUNK, atomic_output, fsync_dir
 from coai_operator.engine.manifest import (
@@ -177,10 +177,7 @@ def dump_database(cfg: DbConfig, tool: str, directory: Path, compression: str, l
             proc.kill()
             proc.wait()
             raise
-        rc = proc.wait()
-        if rc != 0:
-            err.seek(0)
-            raise BackupError(tool_error(tool, err.read(), rc))
+        finish_tool(proc, err, tool, BackupError)
         if DONE_MARKER not in tail:
             raise BackupError(f"{Path(tool).name} output ended without its completion marker: dump incomplete")
     seconds = time.monotonic() - started

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+from typing import BinaryIO
 
 import pymysql
 
@@ -59,6 +61,14 @@ def child_env() -> dict[str, str]:
         for key, value in os.environ.items()
         if not key.startswith(("MYSQL", "MARIADB")) and not any(m in key.upper() for m in _SECRET_MARKERS)
     }
+
+
+def finish_tool(proc: subprocess.Popen, stderr: BinaryIO, tool: str, error: type[EngineError]) -> None:
+    """Wait for a client tool; raise `error` with its last stderr line when it failed."""
+    rc = proc.wait()
+    if rc != 0:
+        stderr.seek(0)
+        raise error(tool_error(tool, stderr.read(), rc))
 
 
 def tool_error(tool: str, stderr: bytes, returncode: int) -> str:

@@ -30,7 +30,7 @@ import pymysql
 from coai_operator.engine import compress, testhooks
 from coai_operator.engine.archive import clear_tree, extract_tar, scan_tar, tree_stats
 from coai_operator.engine.dbconfig import DbConfig, connect, option_file
-from coai_operator.engine.dbtools import child_env, describe_db_error, find_tool, open_connection, tool_error
+from coai_operator.engine.dbtools import child_env, describe_db_error, find_tool, finish_tool, open_connection
 from coai_operator.engine.errors import RestoreError
 from coai_operator.engine.fsutil import CHUNK, sha256_file
 from coai_operator.engine.manifest import (
@@ -147,10 +147,7 @@ def _load_dump(cfg: DbConfig, tool: str, path: Path, compression: str) -> None:
             proc.kill()
             proc.wait()
             raise
-        rc = proc.wait()
-        if rc != 0:
-            err.seek(0)
-            raise RestoreError(tool_error(tool, err.read(), rc))
+        finish_tool(proc, err, tool, RestoreError)
 
 
 def _connect_creating_database(cfg: DbConfig) -> pymysql.Connection:
