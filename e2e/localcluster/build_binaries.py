@@ -27,7 +27,7 @@ ETCD_VERSION = os.environ.get("COAI_ETCD_VERSION", "v3.6.16")
 HELM_VERSION = os.environ.get("COAI_HELM_VERSION", "v3.19.5")
 CACHE_ROOT = Path(os.environ.get("COAI_E2E_CACHE", Path.home() / ".cache" / "coai-operator"))
 
-K8S_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+K8S_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kubelet", "kube-proxy")
 LOCAL_REPLACE = re.compile(r"^\s*(?:replace\s+)?(\S+)\s+=>\s+(\./\S+|\.\./\S+)\s*$")
 
 
