@@ -2,7 +2,9 @@
 KUBECONFIG), the CRDs, the operator process, and a fresh namespace per test.
 
 Set COAI_E2E_USE_KUBECONFIG=1 to run against the cluster in $KUBECONFIG (kind, a real cluster);
-otherwise the suite builds (once, cached) and starts its own control plane and node agent.
+otherwise the suite builds (once, cached) and starts its own control plane and real node
+(e2e/localcluster). MariaDB is a host process; on the local cluster it also listens on the node's
+bridge address, which is how pods reach it (`mariadb_host`).
 """
 
 from __future__ import annotations
@@ -20,14 +22,21 @@ from pathlib import Path
 
 import pytest
 from kubernetes import client, config
-from tests.mariadb import db_config, db_env, mariadb_proc, mariadb_server  # noqa: F401  (fixtures)
+from pytest_mysql import factories
+from tests.mariadb import db_config, db_env, mariadb_server  # noqa: F401  (fixtures)
 
 from e2e.helpers import wait_for
 from e2e.localcluster.cluster import LocalCluster
+from e2e.localcluster.network import GATEWAY
 from e2e.rbac import _operator_identity, operator_rbac, operator_with_chart_rbac  # noqa: F401  (fixtures)
 
 REPO = Path(__file__).resolve().parent.parent
 CRDS = REPO / "crds"
+USE_KUBECONFIG = os.environ.get("COAI_E2E_USE_KUBECONFIG") == "1"
+# Pods reach host processes at the bridge address; an existing cluster keeps loopback as before.
+MARIADB_HOST = "127.0.0.1" if USE_KUBECONFIG else GATEWAY
+_mariadb_any = factories.mysql_proc(port=None, user="root",
+                                    params=f"--bind-address=127.0.0.1,{MARIADB_HOST} --skip-name-resolve")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -61,17 +70,36 @@ class Cluster:
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
-    if os.environ.get("COAI_E2E_USE_KUBECONFIG") == "1":
+    if USE_KUBECONFIG:
         yield Cluster(kubeconfig=Path(os.environ.get("KUBECONFIG", Path.home() / ".kube" / "config")))
         return
     local = LocalCluster(state_dir=Path(tempfile.mkdtemp(prefix="coai-e2e-")),
                          keep_state=os.environ.get("COAI_E2E_KEEP_STATE") == "1")
     try:
         local.start()
-        print(f"\nlocal control plane started in {local.startup_seconds:.1f}s", file=sys.stderr)
+        print(f"\nlocal cluster started in {local.startup_seconds:.1f}s: {local.timings}", file=sys.stderr)
         yield Cluster(kubeconfig=local.kubeconfig, local=local, startup_seconds=local.startup_seconds)
     finally:
         local.stop()
+
+
+@pytest.fixture(scope="session")
+def mariadb_proc(cluster: Cluster, _mariadb_any):
+    """MariaDB, started after the cluster: it binds the node's bridge address too."""
+    return _mariadb_any
+
+
+@pytest.fixture(scope="session")
+def mariadb_host() -> str:
+    return MARIADB_HOST
+
+
+@pytest.fixture(scope="session")
+def operator_image(cluster: Cluster) -> str:
+    """The operator image built from the Dockerfile (imported into the local node at start)."""
+    if cluster.local is None:
+        return os.environ.get("COAI_E2E_OPERATOR_IMAGE", "ghcr.io/coai-operator/coai-operator:dev")
+    return cluster.local.operator_image
 
 
 @pytest.fixture(scope="session")

@@ -44,7 +44,7 @@ def apply_samples(cluster: LocalCluster, db: LocalMariaDB) -> None:
     cluster.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=(
         "apiVersion: v1\nkind: Secret\nmetadata: {name: coai-db}\ntype: Opaque\n"
         f"stringData: {{password: {db.password!r}}}\n"))
-    values = {"MYSQL_HOST": "127.0.0.1", "MYSQL_PORT": str(db.port), "NAMESPACE": NAMESPACE}
+    values = {"MYSQL_HOST": db.host, "MYSQL_PORT": str(db.port), "NAMESPACE": NAMESPACE}
     for sample in sorted(SAMPLES.glob("*.yaml")):
         manifest = string.Template(sample.read_text()).safe_substitute(values)
         cluster.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=manifest)
@@ -64,9 +64,9 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         cluster.start()
-        say(f"control plane up in {cluster.startup_seconds:.1f}s")
+        say(f"cluster (control plane + node) up in {cluster.startup_seconds:.1f}s")
         db.start()
-        say(f"MariaDB on 127.0.0.1:{db.port}")
+        say(f"MariaDB on 127.0.0.1 and {db.host} (for pods), port {db.port}")
         cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
         cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
                         "crd/coaiinstances.coai.dev", "crd/coaimigrations.coai.dev")

@@ -44,7 +44,7 @@ class Deployed:
         pvc = wait_for(lambda: self.get("pvc", f"{self.name}-storage")["spec"].get("volumeName"), timeout=60,
                        message="storage PVC bound")
         pv = json.loads(self.cluster.kubectl("get", "pv", pvc, "-o", "json").stdout)
-        return Path(pv["spec"]["hostPath"]["path"])
+        return Path(pv["spec"]["local"]["path"])
 
 
 def db_env(db: DbConfig) -> dict[str, str]:

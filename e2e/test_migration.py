@@ -241,7 +241,7 @@ def test_operator_killed_in_every_phase_still_finishes_the_same_way(
 def pvc_dir(deployed: Deployed, claim: str) -> Path:
     volume = deployed.get("pvc", claim)["spec"]["volumeName"]
     return Path(json.loads(deployed.cluster.kubectl("get", "pv", volume, "-o", "json").stdout)
-                ["spec"]["hostPath"]["path"])
+                ["spec"]["local"]["path"])
 
 
 def test_graceful_manual_rollback_waits_for_the_request_and_exports_first(deployed: Deployed) -> None:

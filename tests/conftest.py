@@ -1,3 +1,3 @@
 """Fixtures for unit and integration tests."""
 
-from tests.mariadb import db_config, db_env, mariadb_proc, mariadb_server  # noqa: F401  (fixtures)
+from tests.mariadb import db_config, db_env, mariadb_host, mariadb_proc, mariadb_server  # noqa: F401  (fixtures)

@@ -27,9 +27,15 @@ def _admin_connect(server: dict) -> pymysql.Connection:
 
 
 @pytest.fixture(scope="session")
-def mariadb_server(mariadb_proc) -> Iterator[dict]:
+def mariadb_host() -> str:
+    """The address clients use (the e2e layer overrides it with the one pods can reach)."""
+    return "127.0.0.1"
+
+
+@pytest.fixture(scope="session")
+def mariadb_server(mariadb_proc, mariadb_host: str) -> Iterator[dict]:
     """The running server plus a password-protected application user."""
-    server = {"host": "127.0.0.1", "port": mariadb_proc.port, "socket": mariadb_proc.unixsocket}
+    server = {"host": mariadb_host, "port": mariadb_proc.port, "socket": mariadb_proc.unixsocket}
     conn = _admin_connect(server)
     with conn.cursor() as cur:
         # mariadb-install-db adds anonymous ''@localhost users; they would shadow ours over TCP.

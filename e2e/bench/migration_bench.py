@@ -82,7 +82,7 @@ def run(report: Report, bench: Any, *, scale: float, users: int | None) -> None:
                        .get("status") or {}).get("phase") == "Ready", 120, "the 1.9 instance Ready")
         volume = _wait(lambda: core.read_namespaced_persistent_volume_claim(f"{NAME}-storage", ns).spec.volume_name,
                        60, "the storage PVC bound")
-        storage = Path(core.read_persistent_volume(volume).spec.host_path.path)
+        storage = Path(core.read_persistent_volume(volume).spec.local.path)
 
         manual_storage = bench.work / "manual-storage"
         seeds = {}

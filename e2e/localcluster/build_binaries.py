@@ -25,14 +25,24 @@ from pathlib import Path
 K8S_VERSION = os.environ.get("COAI_K8S_VERSION", "v1.35.4")
 ETCD_VERSION = os.environ.get("COAI_ETCD_VERSION", "v3.6.16")
 HELM_VERSION = os.environ.get("COAI_HELM_VERSION", "v3.19.5")
+CONTAINERD_VERSION = os.environ.get("COAI_CONTAINERD_VERSION", "v2.3.7")
+COREDNS_VERSION = os.environ.get("COAI_COREDNS_VERSION", "v1.15.0")
 CACHE_ROOT = Path(os.environ.get("COAI_E2E_CACHE", Path.home() / ".cache" / "coai-operator"))
 
 K8S_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kubelet", "kube-proxy")
 LOCAL_REPLACE = re.compile(r"^\s*(?:replace\s+)?(\S+)\s+=>\s+(\./\S+|\.\./\S+)\s*$")
 
 
+CONTAINERD_COMMANDS = ("containerd", "ctr", "containerd-shim-runc-v2")
+
+
 def bin_dir() -> Path:
     return CACHE_ROOT / "bin" / f"k8s-{K8S_VERSION}_etcd-{ETCD_VERSION}_helm-{HELM_VERSION}"
+
+
+def node_bin_dir() -> Path:
+    """The node's own runtime binaries, cached apart so a version bump rebuilds only them."""
+    return CACHE_ROOT / "node" / f"containerd-{CONTAINERD_VERSION}_coredns-{COREDNS_VERSION}"
 
 
 def _go_env() -> dict[str, str]:
@@ -115,18 +125,42 @@ def build_helm(out: Path, work: Path) -> None:
     _run(["go", "build", "-trimpath", "-ldflags", "-s -w", "-o", str(out / "helm"), "helm.sh/helm/v3/cmd/helm"], wd)
 
 
+def _plain_module(work: Path, name: str, module: str, version: str) -> Path:
+    wd = work / name
+    wd.mkdir(parents=True, exist_ok=True)
+    (wd / "go.mod").write_text(f"module coai-e2e/{name}\n\ngo 1.24\n\nrequire {module} {version}\n")
+    return wd
+
+
+def build_containerd(out: Path, work: Path) -> None:
+    module = "github.com/containerd/containerd/v2"
+    wd = _plain_module(work, "containerd", module, CONTAINERD_VERSION)
+    ldflags = f"-s -w -X {module}/version.Version={CONTAINERD_VERSION}"
+    _run(["go", "build", "-trimpath", "-tags", "no_btrfs no_devmapper no_zfs", "-ldflags", ldflags,
+          "-o", str(out) + "/", *(f"{module}/cmd/{c}" for c in CONTAINERD_COMMANDS)], wd)
+
+
+def build_coredns(out: Path, work: Path) -> None:
+    wd = _plain_module(work, "coredns", "github.com/coredns/coredns", COREDNS_VERSION)
+    _run(["go", "build", "-trimpath", "-ldflags", "-s -w", "-o", str(out / "coredns"),
+          "github.com/coredns/coredns"], wd)
+
+
 TARGETS = {
-    "etcd": (("etcd",), build_etcd),
-    "kubernetes": (K8S_COMMANDS, build_kubernetes),
-    "helm": (("helm",), build_helm),
+    "etcd": (("etcd",), build_etcd, bin_dir),
+    "kubernetes": (K8S_COMMANDS, build_kubernetes, bin_dir),
+    "helm": (("helm",), build_helm, bin_dir),
+    "containerd": (CONTAINERD_COMMANDS, build_containerd, node_bin_dir),
+    "coredns": (("coredns",), build_coredns, node_bin_dir),
 }
 
 
 def ensure_built(targets: list[str] | None = None) -> Path:
-    out = bin_dir()
-    out.mkdir(parents=True, exist_ok=True)
+    """Build what is missing; the control-plane binary directory (node targets: node_bin_dir())."""
     for name in targets or list(TARGETS):
-        binaries, builder = TARGETS[name]
+        binaries, builder, where = TARGETS[name]
+        out = where()
+        out.mkdir(parents=True, exist_ok=True)
         if all((out / b).is_file() for b in binaries):
             continue
         started = time.monotonic()
@@ -137,7 +171,7 @@ def ensure_built(targets: list[str] | None = None) -> Path:
             for b in binaries:  # move into place only when the whole build succeeded
                 shutil.move(str(staging / b), out / b)
         print(f"built {name} in {time.monotonic() - started:.0f}s", flush=True)
-    return out
+    return bin_dir()
 
 
 def main() -> int:

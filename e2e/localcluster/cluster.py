@@ -1,9 +1,11 @@
-"""A real Kubernetes control plane on loopback: etcd, kube-apiserver, kube-controller-manager,
-kube-scheduler (built by build_binaries.py), plus the node agent (nodeagent.py).
+"""A real Kubernetes cluster on this machine: the control plane on loopback (etcd, kube-apiserver,
+kube-controller-manager, kube-scheduler, built by build_binaries.py) and one real node (node.py:
+containerd, kubelet, kube-proxy, CoreDNS) on a bridge of its own.
 
 `LocalCluster(state_dir).start()` generates credentials, starts every process in its own process
-group, writes a kubeconfig and waits until the controllers are really working (the `default`
-ServiceAccount exists). `stop()` ends every process group and removes the state directory.
+group, writes a kubeconfig, imports the images (images.py, pause.py) and waits until the
+controllers work (the `default` ServiceAccount exists) and the node is Ready. `stop()` ends every
+process, undoes every host change of the node and removes the state directory.
 
 Run by hand: `python e2e/localcluster/cluster.py up` (foreground, Ctrl-C tears down).
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import secrets
@@ -30,9 +33,12 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
-sys.path.insert(0, str(HERE))
+if __name__ == "__main__":  # run as a script: make the package importable
+    sys.path.insert(0, str(REPO))
 
-import build_binaries  # noqa: E402
+from e2e.localcluster import build_binaries  # noqa: E402
+from e2e.localcluster.node import LocalNode  # noqa: E402
+from e2e.localcluster.pki import generate_pki  # noqa: E402
 
 SERVICE_CIDR = "10.96.0.0/16"
 ADMIN_USER = "coai-admin"
@@ -57,28 +63,14 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str, interva
     raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def load_images() -> dict[str, Path]:
+    """Every image the suite deploys (images.py). COAI_E2E_IMAGES narrows the groups (comma list)."""
+    from e2e.localcluster.images import ensure_images
 
-
-def generate_pki(pki: Path) -> None:
-    """A CA, the apiserver's serving certificate and the service-account signing key."""
-    pki.mkdir(parents=True, exist_ok=True)
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30", "-subj", "/CN=coai-e2e-ca",
-             "-keyout", "ca.key", "-out", "ca.crt", cwd=pki)
-    (pki / "san.cnf").write_text(
-        "subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,"
-        "DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\n"
-        "extendedKeyUsage=serverAuth\n"
-    )
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=kube-apiserver", "-keyout", "apiserver.key",
-             "-out", "apiserver.csr", cwd=pki)
-    _openssl("x509", "-req", "-in", "apiserver.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-             "-days", "30", "-extfile", "san.cnf", "-out", "apiserver.crt", cwd=pki)
-    _openssl("genrsa", "-out", "sa.key", "2048", cwd=pki)
-    _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
-    for key in pki.glob("*.key"):
-        key.chmod(0o600)
+    groups = [g for g in os.environ.get("COAI_E2E_IMAGES", "").split(",") if g] or None
+    if groups is None and importlib.util.find_spec("e2e.localcluster.build_coai") is None:
+        groups = ["operator", "redis", "standin"]  # the real CoAI images need build_coai.py
+    return ensure_images(groups)
 
 
 def kubeconfig_yaml(server: str, ca_file: Path, user: str, token: str) -> str:
@@ -99,6 +91,9 @@ class LocalCluster:
     python: str = sys.executable
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     keep_state: bool = False
+    node: LocalNode | None = None
+    images: dict[str, Path] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def kubeconfig(self) -> Path:
@@ -112,6 +107,33 @@ class LocalCluster:
     @property
     def logs_dir(self) -> Path:
         return self.state_dir / "logs"
+
+    @property
+    def pki(self) -> Path:
+        return self.state_dir / "pki"
+
+    free_port = staticmethod(free_port)
+
+    @property
+    def operator_image(self) -> str:
+        """The image built from the project's Dockerfile (its name: the chart's repository)."""
+        return next(name for name in self.images if "coai-operator" in name)
+
+    def wait(self, predicate: Callable[[], bool], what: str, timeout: float = 120) -> None:
+        """wait_until, failing at once (with the log) when one of our processes died."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self._check_alive()
+            with contextlib.suppress(Exception):
+                if predicate():
+                    return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+            time.sleep(0.25)
+
+    def http_ok(self, url: str) -> bool:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.status == 200
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -146,8 +168,10 @@ class LocalCluster:
     def start(self, timeout: float = 180) -> LocalCluster:
         started = time.monotonic()
         build_binaries.ensure_built(["etcd", "kubernetes"])
+        self.images = images = load_images()
+        self.timings["images"] = round(time.monotonic() - started, 2)
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        pki = self.state_dir / "pki"
+        pki = self.pki
         generate_pki(pki)
         admin_token, operator_token = secrets.token_hex(24), secrets.token_hex(24)
         tokens = self.state_dir / "tokens.csv"
@@ -157,15 +181,16 @@ class LocalCluster:
         )
         tokens.chmod(0o600)
 
-        etcd_port, etcd_peer, api_port = free_port(), free_port(), free_port()
+        etcd_port, etcd_peer, self.api_port = free_port(), free_port(), free_port()
         kcm_port, sched_port = free_port(), free_port()
-        self.api_url = f"https://127.0.0.1:{api_port}"
+        self.api_url = f"https://127.0.0.1:{self.api_port}"
         self.kubeconfig.write_text(kubeconfig_yaml(self.api_url, pki / "ca.crt", ADMIN_USER, admin_token))
         self.operator_kubeconfig.write_text(
             kubeconfig_yaml(self.api_url, pki / "ca.crt", "coai-operator", operator_token))
         for path in (self.kubeconfig, self.operator_kubeconfig):
             path.chmod(0o600)
 
+        t = time.monotonic()
         b = self.bin_dir
         self._spawn("etcd", [
             str(b / "etcd"), "--name=e2e", f"--data-dir={self.state_dir / 'etcd'}",
@@ -178,17 +203,21 @@ class LocalCluster:
         ])
         self._spawn("kube-apiserver", [
             str(b / "kube-apiserver"), f"--etcd-servers=http://127.0.0.1:{etcd_port}",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={api_port}",
+            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={self.api_port}",
             f"--tls-cert-file={pki / 'apiserver.crt'}", f"--tls-private-key-file={pki / 'apiserver.key'}",
             f"--client-ca-file={pki / 'ca.crt'}", f"--token-auth-file={tokens}",
-            "--authorization-mode=RBAC", f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--authorization-mode=Node,RBAC", f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={pki / 'sa.pub'}",
             f"--service-account-signing-key-file={pki / 'sa.key'}",
+            f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+            f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+            f"--kubelet-certificate-authority={pki / 'ca.crt'}",
             "--allow-privileged=true", "--profiling=false", "--v=0",
+            # The node writes the `kubernetes` EndpointSlice itself (its relay, see node.py).
             "--endpoint-reconciler-type=none", "--kubelet-preferred-address-types=InternalIP",
         ])
-        wait_until(lambda: self._https_ok(f"{self.api_url}/readyz", admin_token), timeout, "kube-apiserver /readyz")
+        self.wait(lambda: self._https_ok(f"{self.api_url}/readyz", admin_token), "kube-apiserver /readyz", timeout)
 
         self._spawn("kube-controller-manager", [
             str(b / "kube-controller-manager"), f"--kubeconfig={self.kubeconfig}",
@@ -204,19 +233,18 @@ class LocalCluster:
             f"--authentication-kubeconfig={self.kubeconfig}", f"--authorization-kubeconfig={self.kubeconfig}",
             "--leader-elect=false", "--bind-address=127.0.0.1", f"--secure-port={sched_port}", "--v=0",
         ])
-        self._spawn("node-agent", [
-            self.python, str(HERE / "nodeagent.py"), f"--kubeconfig={self.kubeconfig}",
-            f"--state-dir={self.state_dir / 'node'}",
-        ], env=self.env())
-
-        wait_until(lambda: self._https_ok(f"https://127.0.0.1:{kcm_port}/healthz"), timeout, "controller-manager")
-        wait_until(lambda: self._https_ok(f"https://127.0.0.1:{sched_port}/healthz"), timeout, "scheduler")
-        wait_until(lambda: self.kubectl("get", "serviceaccount", "default", "-n", "default",
-                                        check=False).returncode == 0,
-                   timeout, "the default ServiceAccount (controllers working)", interval=0.5)
-        wait_until(lambda: "True" in self.kubectl(
-            "get", "node", "local-node", "-o", "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
-            check=False).stdout, timeout, "the node agent's Node to be Ready", interval=0.5)
+        self.wait(lambda: self._https_ok(f"https://127.0.0.1:{kcm_port}/healthz"), "controller-manager", timeout)
+        self.wait(lambda: self._https_ok(f"https://127.0.0.1:{sched_port}/healthz"), "scheduler", timeout)
+        self.wait(lambda: self.kubectl("get", "serviceaccount", "default", "-n", "default",
+                                       check=False).returncode == 0,
+                  "the default ServiceAccount (controllers working)", timeout)
+        self.timings["control plane"] = round(time.monotonic() - t, 2)
+        t = time.monotonic()
+        self.node = LocalNode(self)
+        self.node.start(images)
+        self.node.wait_ready()
+        self.timings["node Ready"] = round(time.monotonic() - t, 2)
+        self.timings.update(self.node.timings)
         self.startup_seconds = time.monotonic() - started
         return self
 
@@ -226,22 +254,28 @@ class LocalCluster:
         return subprocess.run([str(kubectl) if kubectl.exists() else "kubectl", *args], input=input,
                               capture_output=True, text=True, env=self.env(), check=check, timeout=timeout)
 
-    def stop(self) -> None:
-        # The node agent first: it stops the pods' processes it started.
-        for name in ["node-agent", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"]:
-            proc = self.processes.pop(name, None)
-            if proc is None or proc.poll() is not None:
-                continue
+    def stop_process(self, name: str, grace: float = 15) -> None:
+        proc = self.processes.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
-        if not self.keep_state:
-            shutil.rmtree(self.state_dir, ignore_errors=True)
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+
+    def stop(self) -> None:
+        try:
+            if self.node:
+                self.node.stop()
+        finally:
+            for name in ["kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd", *self.processes]:
+                self.stop_process(name)
+            if not self.keep_state:
+                shutil.rmtree(self.state_dir, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -267,7 +301,7 @@ def main() -> int:
     with running_cluster(args.state_dir) as cluster:
         if args.kubeconfig_out:
             shutil.copy(cluster.kubeconfig, args.kubeconfig_out)
-        print(f"control plane up in {cluster.startup_seconds:.1f}s; KUBECONFIG={cluster.kubeconfig}", flush=True)
+        print(f"cluster up in {cluster.startup_seconds:.1f}s; KUBECONFIG={cluster.kubeconfig}", flush=True)
         try:
             while not stop["now"]:
                 cluster._check_alive()

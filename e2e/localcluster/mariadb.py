@@ -18,6 +18,7 @@ from pathlib import Path
 import pymysql
 
 from e2e.localcluster.cluster import free_port, wait_until
+from e2e.localcluster.network import GATEWAY
 
 
 def _server_binary() -> str:
@@ -34,6 +35,8 @@ class LocalMariaDB:
     user: str = "coai"
     password: str = field(default_factory=lambda: secrets.token_urlsafe(18), repr=False)
     port: int = field(default_factory=free_port)
+    # Pods reach host processes at the node's bridge address (it must exist before start()).
+    host: str = GATEWAY
     proc: subprocess.Popen | None = None
 
     @property
@@ -51,7 +54,7 @@ class LocalMariaDB:
         log = (self.state_dir / "mariadbd.log").open("ab")
         self.proc = subprocess.Popen(
             [_server_binary(), "--no-defaults", "--user=root", f"--datadir={data}", f"--socket={self.socket}",
-             f"--port={self.port}", "--bind-address=127.0.0.1", "--skip-name-resolve",
+             f"--port={self.port}", f"--bind-address=127.0.0.1,{self.host}", "--skip-name-resolve",
              f"--pid-file={self.state_dir / 'mysqld.pid'}", "--innodb-flush-log-at-trx-commit=2",
              "--max-connections=500"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -67,7 +70,7 @@ class LocalMariaDB:
             cur.execute(f"CREATE DATABASE IF NOT EXISTS `{name.replace('`', '``')}` CHARACTER SET utf8mb4")
 
     def env(self, database: str) -> dict[str, str]:
-        return {"MYSQL_HOST": "127.0.0.1", "MYSQL_PORT": str(self.port), "MYSQL_USER": self.user,
+        return {"MYSQL_HOST": self.host, "MYSQL_PORT": str(self.port), "MYSQL_USER": self.user,
                 "MYSQL_PASSWORD": self.password, "MYSQL_DB": database}
 
     def stop(self) -> None:
