@@ -5,8 +5,8 @@
 #
 #   docker build -t ghcr.io/coai-operator/coai-operator:0.1.0 .
 #
-# Not built in this repository's CI (no container engine there); the e2e suite runs pods of this
-# image as local processes of the checkout instead.
+# The e2e suite builds this file as is, without a daemon or a registry (buildah, chroot isolation,
+# a local python:3.11-slim-bookworm made from Debian packages): e2e/localcluster/images.py.
 
 FROM python:3.11-slim-bookworm AS build
 WORKDIR /src

@@ -3,12 +3,11 @@ seeded data, a health endpoint for validation, and polling of a migration's phas
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import subprocess
 import sys
-import threading
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +19,8 @@ from tests.mariadb import engine_env, query, table_checksums  # noqa: F401  (re-
 from coai_operator.engine.dbconfig import DbConfig
 from e2e.conftest import Cluster
 from e2e.helpers import wait_for
+from e2e.localcluster.appimages import STANDIN_IMAGE
+from e2e.standin.app import Settings, serving
 
 APP_SECRET = {"JWT_SECRET": "j" * 40, "OPENAI_KEY": "sk-test-openai"}
 APP_CONFIG = {"LEGACY_AUTH_ENABLED": "true", "SITE_NAME": "e2e", "OLD_API_FORMAT": "1"}
@@ -69,7 +70,9 @@ def deploy_instance(cluster: Cluster, namespace: str, db: DbConfig, version: str
     ]
     instance = {
         "apiVersion": "coai.dev/v1alpha1", "kind": "CoaiInstance", "metadata": {"name": name},
-        "spec": {"version": version, "secretRef": {"name": "coai-app"}, "config": dict(APP_CONFIG),
+        # The guide's 1.6 - 2.0 line has no public image: its stand-in app really runs instead.
+        "spec": {"version": version, "image": STANDIN_IMAGE, "secretRef": {"name": "coai-app"},
+                 "config": dict(APP_CONFIG),
                  "database": {"host": db.host, "port": db.port, "name": db.database, "user": db.user,
                               "passwordSecretRef": {"name": "coai-db"}}},
     }
@@ -109,28 +112,10 @@ def file_digests(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-class HealthHandler(http.server.BaseHTTPRequestHandler):
-    """Answers /health with 200: the app's health route, since the app pods are not run here."""
-
-    def do_GET(self) -> None:
-        body = b'{"status": true}'
-        self.send_response(200 if self.path.startswith("/health") else 404)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @contextmanager
-def health_endpoint() -> Iterator[str]:
-    """An HTTP server standing in for the app's health route (the app pods are not run here)."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), HealthHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
+def health_endpoint(host: str = "127.0.0.1") -> Iterator[str]:
+    """The guide-line stand-in app (e2e/standin, the same code as its image) served from this
+    process, without a database: for a validation that must reach a host address."""
+    with tempfile.TemporaryDirectory(prefix="standin-") as storage, \
+            serving(Settings(version="host", port=0, storage=Path(storage)), host) as url:
+        yield url

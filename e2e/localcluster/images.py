@@ -1,0 +1,177 @@
+"""Every container image the local cluster runs, built here without a registry or a daemon.
+
+`ensure_images()` returns image name (exactly as the manifests write it) -> a docker archive that
+`ctr -n k8s.io images import ARCHIVE` imports under that name (import each distinct path once:
+several names can share one archive). Each archive is cached under
+~/.cache/coai-operator/images/ by the hash of everything it is made of; a warm run only hashes
+its inputs. Builds are serialised by a lock file, so concurrent callers wait rather than race.
+
+  python:3.11-slim-bookworm          Debian's python3 + pip (the Dockerfile's FROM; not deployed)
+  ghcr.io/coai-operator/...:<appVersion>   the project's own Dockerfile, built by buildah
+  redis:7-alpine                      Debian's redis-server 7, the managed-Redis default
+  coai-guide-standin:<v>              stand-in app for the guide's 1.6 - 2.0 line (e2e/standin)
+  programzmh/chatnio:<v>              the real CoAI server, built from source by build_coai.py
+
+Command line: `python -m e2e.localcluster.images [--only NAME ...]` builds and prints the map.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import yaml
+
+from coai_operator.constants import DEFAULT_APP_IMAGE
+from coai_operator.instance.render import REDIS_GID, REDIS_PORT, REDIS_UID
+from coai_operator.instance.spec import DEFAULT_REDIS_IMAGE
+from e2e.localcluster import appimages
+from e2e.localcluster.build_binaries import CACHE_ROOT
+from e2e.localcluster.buildah import Buildah, context_digest
+from e2e.localcluster.debian import Rootfs, ensure_rootfs
+from e2e.localcluster.imagetar import Layer, image_config, write_archive
+
+REPO = Path(__file__).resolve().parents[2]
+CACHE = CACHE_ROOT / "images"
+
+BASE_IMAGE = "python:3.11-slim-bookworm"
+# Like the official python image: `python` and `pip` on /usr/local/bin, pip installs into
+# /usr/local (Debian's scheme outside a venv) without the PEP 668 refusal.
+PYTHON_ROOTFS = Rootfs("python3.11-bookworm", ("python3", "python3-pip", "python3-venv", "ca-certificates"), hook=(
+    'rm -f "$1"/usr/lib/python3*/EXTERNALLY-MANAGED'
+    ' && for n in python python3; do ln -sf /usr/bin/python3 "$1/usr/local/bin/$n"; done'
+    ' && for n in pip pip3; do ln -sf /usr/bin/pip3 "$1/usr/local/bin/$n"; done'))
+# Debian's redis user gets the uid/gid of the official image's (the pod's runAsUser/runAsGroup).
+REDIS_ROOTFS = Rootfs("redis-bookworm", ("redis-server",), hook=(
+    f'chroot "$1" groupmod -g {REDIS_GID} redis && chroot "$1" usermod -u {REDIS_UID} redis'
+    f' && mkdir -p "$1/data" && chown {REDIS_UID}:{REDIS_GID} "$1/data"'))
+
+
+def operator_image() -> str:
+    """The name the chart and the kustomize base deploy: values image.repository + the chart's appVersion."""
+    chart = REPO / "charts" / "coai-operator"
+    values = yaml.safe_load((chart / "values.yaml").read_text())
+    app_version = yaml.safe_load((chart / "Chart.yaml").read_text())["appVersion"]
+    return f"{values['image']['repository']}:{values['image'].get('tag') or app_version}"
+
+
+def _key(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _slug(name: str) -> str:
+    return name.rsplit("/", 1)[-1].replace(":", "-")
+
+
+def _cached(name: str, key: str, build: Callable[[Path], object]) -> Path:
+    """CACHE/<slug>-<key>.tar, built when missing; older archives of the same image are removed."""
+    out = CACHE / f"{_slug(name)}-{key}.tar"
+    if not out.exists():
+        started = time.monotonic()
+        build(out)
+        for old in CACHE.glob(f"{_slug(name)}-*.tar"):
+            if old != out and len(old.name) == len(out.name):
+                old.unlink(missing_ok=True)
+        print(f"images: {name} ready in {time.monotonic() - started:.0f}s ({out.stat().st_size >> 20} MiB)",
+              flush=True)
+    return out
+
+
+def python_base() -> tuple[Path, list[Layer]]:
+    layer = ensure_rootfs(PYTHON_ROOTFS, CACHE)
+    config = image_config([layer], cmd=["python3"], env={"LANG": "C.UTF-8"})
+    path = _cached(BASE_IMAGE, _key(layer.diff_id, config),
+                   lambda out: write_archive(out, [([BASE_IMAGE], config)], [layer]))
+    return path, [layer]
+
+
+def build_operator() -> dict[str, Path]:
+    base, _ = python_base()
+    name, dockerfile = operator_image(), REPO / "Dockerfile"
+    key = _key(base.name, context_digest(REPO, dockerfile), name)
+    builder = Buildah(CACHE / "buildah")
+    return {name: _cached(name, key, lambda out: builder.build(REPO, dockerfile, name, {BASE_IMAGE: base}, out))}
+
+
+def build_redis() -> dict[str, Path]:
+    layer = ensure_rootfs(REDIS_ROOTFS, CACHE)
+    config = image_config([layer], cmd=["redis-server"], workdir="/data", user=f"{REDIS_UID}:{REDIS_GID}",
+                          ports=[f"{REDIS_PORT}/tcp"], volumes=["/data"])
+    return {DEFAULT_REDIS_IMAGE: _cached(DEFAULT_REDIS_IMAGE, _key(layer.diff_id, config),
+                                         lambda out: write_archive(out, [([DEFAULT_REDIS_IMAGE], config)], [layer]))}
+
+
+def build_standin() -> dict[str, Path]:
+    _, base_layers = python_base()
+    names = [f"{appimages.STANDIN_IMAGE}:{v}" for v in appimages.standin_versions()]
+    key = _key([layer.diff_id for layer in base_layers], appimages.standin_digest(), names)
+    path = _cached(appimages.STANDIN_IMAGE, key, lambda out: appimages.write_standin(out, base_layers, CACHE))
+    return dict.fromkeys(names, path)
+
+
+def build_chatnio(versions: Iterable[str] | None = None) -> dict[str, Path]:
+    from e2e.localcluster import build_coai  # the realapp helper's builder (Go, minutes when cold)
+
+    base = ensure_rootfs(appimages.CHATNIO_ROOTFS, CACHE)
+    out: dict[str, Path] = {}
+    for version in versions or build_coai.SOURCES:
+        name = f"{DEFAULT_APP_IMAGE}:{version}"
+        app_dir = build_coai.ensure_built(version)
+        key = _key(base.diff_id, appimages.tree_digest(app_dir), name)
+        out[name] = _cached(name, key, lambda path, d=app_dir, n=name: appimages.write_chatnio(path, base, d, n, CACHE))
+    return out
+
+
+BUILDERS: dict[str, Callable[[], dict[str, Path]]] = {
+    "operator": build_operator,
+    "redis": build_redis,
+    "standin": build_standin,
+    "chatnio": build_chatnio,
+}
+
+
+@contextmanager
+def _lock() -> Iterator[None]:
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with (CACHE / ".lock").open("w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def ensure_images(only: Iterable[str] | None = None) -> dict[str, Path]:
+    """Image name -> archive for every image (or the groups in `only`: operator, redis, standin, chatnio)."""
+    groups = list(only) if only is not None else list(BUILDERS)
+    unknown = [g for g in groups if g not in BUILDERS]
+    if unknown:
+        raise ValueError(f"unknown image group(s) {unknown}; known: {list(BUILDERS)}")
+    images: dict[str, Path] = {}
+    with _lock():
+        for group in groups:
+            images.update(BUILDERS[group]())
+    return images
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", nargs="*", choices=list(BUILDERS), help="image groups (default: all)")
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    images = ensure_images(args.only)
+    for name, path in images.items():
+        print(f"{name}\t{path}")
+    print(f"images: {len(images)} ready in {time.monotonic() - started:.1f}s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
