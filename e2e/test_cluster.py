@@ -1,4 +1,4 @@
-"""The local control plane really works: controllers, scheduler, node agent, storage, GC."""
+"""The local cluster really works: controllers, scheduler, the real node, storage, GC."""
 
 from __future__ import annotations
 
@@ -41,10 +41,17 @@ def terminated(cluster: Cluster, namespace: str, job: str) -> dict:
 
 
 def test_deployment_gets_a_replicaset_and_ready_pods(cluster: Cluster, namespace: str) -> None:
-    cluster.kubectl("create", "deployment", "web", "--image=nginx:1.27", "--replicas=2", "-n", namespace)
+    # The operator image serving files: a real process on a real port, Ready by a real probe.
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}}, "template": {
+            "metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "web", "image": OPERATOR_IMAGE, "command": [
+                "python3", "-m", "http.server", "8080"],
+                "readinessProbe": {"httpGet": {"path": "/", "port": 8080}, "periodSeconds": 1}}]}}}}))
     wait_for(lambda: cluster.kubectl("get", "deploy", "web", "-n", namespace, "-o",
                                      "jsonpath={.status.availableReplicas}").stdout == "2",
-             timeout=60, message="deployment web has 2 available replicas")
+             timeout=120, message="deployment web has 2 available replicas")
     rs = cluster.kubectl("get", "rs", "-n", namespace, "-l", "app=web", "-o", "name").stdout.split()
     assert len(rs) == 1
     ready = cluster.kubectl("get", "pods", "-n", namespace, "-l", "app=web", "-o",

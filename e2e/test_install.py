@@ -1,11 +1,11 @@
 """Install paths against the real control plane: `helm install` of charts/coai-operator and
-`kubectl apply -k` of manifests/ each bring up an operator pod (run by the node agent under its own
-ServiceAccount token) that reconciles a sample CoaiInstance; upgrade and uninstall behave as the
-README says.
+`kubectl apply -k` of manifests/ each bring up an operator pod (a container of the image built
+from the Dockerfile, on the real node, under its own ServiceAccount token) that reconciles a
+CoaiInstance whose app pod really becomes Ready; upgrade and uninstall behave as the README says.
 
 The session `operator` process watches all namespaces; these tests pause it (`paused_operator`)
-so the installed operator is the only one acting. Every installed operator gets a free port for
-kopf's liveness endpoint: the node agent runs pods on the host network.
+so the installed operator is the only one acting. Each installed operator gets its own liveness
+port, so the chart's and the overlay's port settings are exercised.
 """
 
 from __future__ import annotations
@@ -23,13 +23,14 @@ import pytest
 import yaml
 from tests.unit.test_health_lua import run_health
 
+from coai_operator.engine.dbconfig import DbConfig
 from e2e.conftest import Cluster, OperatorProcess
 from e2e.helpers import wait_for
+from e2e.instances import standin_instance
 from e2e.rbac import CHART, rbac_denials, run_helm
 
 REPO = Path(__file__).resolve().parent.parent
 MANIFESTS = REPO / "manifests"
-SAMPLE = (REPO / "e2e" / "samples" / "coaiinstance-minimal.yaml").read_text()
 
 
 def free_port() -> int:
@@ -78,12 +79,15 @@ def instance_phase(cluster: Cluster, namespace: str) -> str:
     return (get(cluster, namespace, "coai", "coai").get("status") or {}).get("phase", "")
 
 
-def assert_reconciles_sample(cluster: Cluster, namespace: str) -> dict[str, Any]:
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=SAMPLE)
-    wait_for(lambda: instance_phase(cluster, namespace) == "Ready", timeout=90,
+def assert_reconciles_sample(cluster: Cluster, namespace: str, db: DbConfig) -> dict[str, Any]:
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=standin_instance(db))
+    wait_for(lambda: instance_phase(cluster, namespace) == "Ready", timeout=180,
              message=f"sample CoaiInstance in {namespace} Ready")
     obj = get(cluster, namespace, "coai", "coai")
     assert run_health("CoaiInstance", obj)["status"] == "Healthy"  # Argo CD would agree
+    ready = cluster.kubectl("get", "deployment", "coai", "-n", namespace, "-o",
+                            "jsonpath={.status.readyReplicas}").stdout
+    assert ready == "1"  # the app container answered its probes on the real node
     for kind in ("deployment", "service", "configmap/coai-env", "pvc/coai-config"):
         cluster.kubectl("get", "-n", namespace, kind if "/" in kind else f"{kind}/coai")
     return obj
@@ -110,8 +114,8 @@ def helm_release(cluster: Cluster, paused_operator: None) -> Iterator[dict[str, 
             cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
-def test_helm_install_runs_an_operator_that_reconciles_a_sample(cluster: Cluster,
-                                                                helm_release: dict[str, str]) -> None:
+def test_helm_install_runs_an_operator_that_reconciles_a_sample(cluster: Cluster, helm_release: dict[str, str],
+                                                                db_config: DbConfig) -> None:
     r = helm_release
     out = run_helm("install", r["name"], str(CHART), "-n", r["namespace"], "--create-namespace",
                    "--set", f"watchNamespaces={{{r['watched']}}}", "--set", f"health.port={r['port']}",
@@ -123,7 +127,7 @@ def test_helm_install_runs_an_operator_that_reconciles_a_sample(cluster: Cluster
     assert pod["spec"]["containers"][0]["args"] == [
         "run", f"--namespace={r['watched']}", f"--liveness=http://0.0.0.0:{r['port']}/healthz"]
 
-    assert_reconciles_sample(cluster, r["watched"])
+    assert_reconciles_sample(cluster, r["watched"], db_config)
     # Namespaced Role only: nothing outside the watched namespace is touched or even allowed.
     sa = f"system:serviceaccount:{r['namespace']}:coai-e2e-coai-operator"
     assert cluster.kubectl("auth", "can-i", "create", "deployments", "-n", r["watched"], "--as", sa,
@@ -136,14 +140,14 @@ def test_helm_install_runs_an_operator_that_reconciles_a_sample(cluster: Cluster
 
 
 def test_helm_upgrade_restarts_the_operator_and_uninstall_keeps_crds_and_instances(
-        cluster: Cluster, helm_release: dict[str, str]) -> None:
+        cluster: Cluster, helm_release: dict[str, str], db_config: DbConfig) -> None:
     r = helm_release
     common = ["-n", r["namespace"], "--set", f"watchNamespaces={{{r['watched']}}}",
               "--set", f"health.port={r['port']}", "--wait", "--timeout=120s"]
     run_helm("install", r["name"], str(CHART), "--create-namespace", *common, env=cluster.env)
     selector = "app.kubernetes.io/instance=coai-e2e"
     first = wait_operator_running(cluster, r["namespace"], selector)
-    assert_reconciles_sample(cluster, r["watched"])
+    assert_reconciles_sample(cluster, r["watched"], db_config)
 
     run_helm("upgrade", r["name"], str(CHART), *common, "--set", "logLevel=debug", env=cluster.env)
     second = wait_for(lambda: (p := running_pod(cluster, r["namespace"], selector))
@@ -203,7 +207,7 @@ def delete_installed(cluster: Cluster, overlay: Path, keep_namespaces: tuple[str
 
 
 def test_kubectl_apply_k_base_runs_an_operator_in_a_restricted_namespace(
-        cluster: Cluster, paused_operator: None, tmp_path: Path, namespace: str) -> None:
+        cluster: Cluster, paused_operator: None, tmp_path: Path, namespace: str, db_config: DbConfig) -> None:
     installed = unique("coai-kz")
     overlay = kustomize_overlay(tmp_path, MANIFESTS / "base", free_port(), "e2e-kz-", installed)
     try:
@@ -213,7 +217,7 @@ def test_kubectl_apply_k_base_runs_an_operator_in_a_restricted_namespace(
         pod = wait_operator_running(cluster, installed, "app.kubernetes.io/name=coai-operator")
         assert pod["spec"]["serviceAccountName"] == "e2e-kz-coai-operator"
         assert "--all-namespaces" in pod["spec"]["containers"][0]["args"]
-        assert_reconciles_sample(cluster, namespace)
+        assert_reconciles_sample(cluster, namespace, db_config)
         logs = logs_of(cluster, installed, pod)
         assert rbac_denials(logs) == [] and "Traceback" not in logs
     finally:
@@ -221,16 +225,16 @@ def test_kubectl_apply_k_base_runs_an_operator_in_a_restricted_namespace(
 
 
 def test_kubectl_apply_k_single_namespace_overlay_watches_only_that_namespace(
-        cluster: Cluster, paused_operator: None, tmp_path: Path, namespace: str) -> None:
+        cluster: Cluster, paused_operator: None, tmp_path: Path, namespace: str, db_config: DbConfig) -> None:
     overlay = kustomize_overlay(tmp_path, MANIFESTS / "overlays" / "single-namespace", free_port(), "e2e-kz1-",
                                 None)
     try:
         cluster.kubectl("apply", "-k", str(overlay))
         pod = wait_operator_running(cluster, "coai-system", "app.kubernetes.io/name=coai-operator")
         assert pod["spec"]["containers"][0]["args"][:2] == ["run", "--namespace=coai-apps"]
-        assert_reconciles_sample(cluster, "coai-apps")
+        assert_reconciles_sample(cluster, "coai-apps", db_config)
         # A namespace it does not watch: no status, no children.
-        cluster.kubectl("apply", "-n", namespace, "-f", "-", input=SAMPLE)
+        cluster.kubectl("apply", "-n", namespace, "-f", "-", input=standin_instance(db_config))
         with pytest.raises(AssertionError):
             wait_for(lambda: instance_phase(cluster, namespace), timeout=10, message="not reconciled")
         assert cluster.kubectl("get", "deployment", "coai", "-n", namespace, check=False).returncode != 0

@@ -1,4 +1,5 @@
-"""CoaiMigration end to end: every step's Job runs for real (node agent) against a real MariaDB."""
+"""CoaiMigration end to end: every step's Job runs for real (a container of the operator image on the
+real node, as non-root) against a real MariaDB, and validation calls the app's real Service."""
 
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ from e2e.migration_support import (
     Deployed,
     deploy_instance,
     file_digests,
-    health_endpoint,
     migration_manifest,
     query,
     table_checksums,
@@ -38,11 +38,11 @@ def test_upgrade_1_8_to_2_0_runs_every_step_for_real(deployed: Deployed) -> None
     db = deployed.db
     users_before = query(db, "SELECT id, is_admin FROM users ORDER BY id")
     conversations_before = query(db, "SELECT COUNT(*) FROM conversations")[0][0]
-    with health_endpoint() as base_url:
-        deployed.kubectl("apply", "-f", "-", input=migration_manifest(
-            "to-2", "2.0.0", storageMigration={"enabled": True},
-            validation={"baseURL": base_url, "checks": ["database", "health", "dataIntegrity"]}))
-        mig = wait_phase(deployed, "to-2", {"Succeeded", "Failed", "RolledBack"}, timeout=300)
+    # No baseURL: the Validate Job calls the instance's own Service, where the new pods answer.
+    deployed.kubectl("apply", "-f", "-", input=migration_manifest(
+        "to-2", "2.0.0", storageMigration={"enabled": True},
+        validation={"checks": ["database", "health", "dataIntegrity"]}))
+    mig = wait_phase(deployed, "to-2", {"Succeeded", "Failed", "RolledBack"}, timeout=300)
     status = mig["status"]
     assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
     assert (status["fromVersion"], status["toVersion"]) == ("1.8.0", "2.0.0")

@@ -17,8 +17,10 @@ from typing import Any
 import pytest
 import yaml
 
+from coai_operator.engine.dbconfig import DbConfig
 from e2e.conftest import Cluster, OperatorProcess
 from e2e.helpers import wait_for
+from e2e.instances import standin_instance
 from e2e.rbac import OperatorRBAC, as_list, rbac_denials
 
 RULES = yaml.safe_load((Path(__file__).resolve().parent.parent / "charts" / "coai-operator" / "files"
@@ -42,20 +44,6 @@ DENIED = [
     ("create", "statefulsets.apps"), ("create", "daemonsets.apps"), ("create", "cronjobs.batch"),
 ]
 
-SAMPLE = textwrap.dedent("""\
-    apiVersion: v1
-    kind: Secret
-    metadata: {name: coai-db}
-    stringData: {password: change-me}
-    ---
-    apiVersion: coai.dev/v1alpha1
-    kind: CoaiInstance
-    metadata: {name: coai}
-    spec:
-      version: 1.8.0
-      database: {host: mariadb.db.svc.cluster.local, user: chatnio, passwordSecretRef: {name: coai-db}}
-      podSecurityContext: {runAsNonRoot: false, seccompProfile: {type: RuntimeDefault}}
-    """)
 
 
 def resource_names(rule: dict[str, Any]) -> list[str]:
@@ -90,10 +78,10 @@ def operator_log_mark(operator_with_chart_rbac: OperatorProcess) -> Iterator[int
 
 
 def test_operator_reconciles_under_the_chart_rbac(cluster: Cluster, operator_with_chart_rbac: OperatorProcess,
-                                                  operator_log_mark: int, namespace: str) -> None:
+                                                  operator_log_mark: int, namespace: str, db_config: DbConfig) -> None:
     operator = operator_with_chart_rbac
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=SAMPLE)
-    wait_for(lambda: phase(cluster, namespace, "coai", "coai") == "Ready", timeout=60,
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=standin_instance(db_config, version="1.8.0"))
+    wait_for(lambda: phase(cluster, namespace, "coai", "coai") == "Ready", timeout=180,
              message="CoaiInstance Ready under the chart's RBAC")
     # Children deleted by hand come back (kopf watches them: list/watch), managed Redis on and
     # off (create, then delete of its Deployment and Service).
@@ -116,12 +104,13 @@ def test_operator_reconciles_under_the_chart_rbac(cluster: Cluster, operator_wit
 
 
 def test_a_migration_runs_its_jobs_under_the_chart_rbac(cluster: Cluster, operator_with_chart_rbac: OperatorProcess,
-                                                         operator_log_mark: int, namespace: str) -> None:
-    """No database here: the Preflight Job fails and the migration ends Failed, but on the way the
-    operator takes the lock (instance status), creates a Job, reads its pod's result and log,
-    writes the migration's status and Events, all under the chart's rules."""
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=SAMPLE)
-    wait_for(lambda: phase(cluster, namespace, "coai", "coai") == "Ready", timeout=60, message="instance Ready")
+                                                         operator_log_mark: int, namespace: str,
+                                                         db_config: DbConfig) -> None:
+    """An empty database (no CoAI schema): the Preflight Job fails and the migration ends Failed,
+    but on the way the operator takes the lock (instance status), creates a Job, reads its pod's
+    result and log, writes the migration's status and Events, all under the chart's rules."""
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=standin_instance(db_config, version="1.8.0"))
+    wait_for(lambda: phase(cluster, namespace, "coai", "coai") == "Ready", timeout=180, message="instance Ready")
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=textwrap.dedent("""\
         apiVersion: coai.dev/v1alpha1
         kind: CoaiMigration
@@ -156,9 +145,10 @@ def without_services_rule(cluster: Cluster, operator_rbac: OperatorRBAC) -> Iter
 
 
 def test_a_missing_rule_makes_the_instance_fail_visibly(cluster: Cluster, operator_with_chart_rbac: OperatorProcess,
-                                                        without_services_rule: None, namespace: str) -> None:
+                                                        without_services_rule: None, namespace: str,
+                                                        db_config: DbConfig) -> None:
     """The check the RBAC tests rely on: take one rule away and the reconcile reports it."""
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=SAMPLE)
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=standin_instance(db_config, version="1.8.0"))
 
     def degraded_by_rbac() -> str:
         status = get(cluster, namespace, "coai", "coai").get("status") or {}
