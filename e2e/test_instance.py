@@ -1,4 +1,8 @@
-"""CoaiInstance against a real control plane: children, Ready, upgrades, drift, no-op, failures, GC."""
+"""CoaiInstance against the real cluster: children, Ready, upgrades, drift, no-op, failures, GC.
+
+The samples are applied as a user would, except what makes their app pod really run here: the
+guide-line stand-in image (the samples name the upstream image) at a guide version, its /health
+route, and a database of the test MariaDB (the samples name a server of the user's cluster)."""
 
 from __future__ import annotations
 
@@ -10,8 +14,10 @@ from typing import Any
 import pytest
 import yaml
 
+from coai_operator.engine.dbconfig import DbConfig
 from e2e.conftest import Cluster, OperatorProcess
 from e2e.helpers import wait_for
+from e2e.localcluster.appimages import STANDIN_IMAGE
 
 pytestmark = pytest.mark.e2e
 
@@ -19,6 +25,8 @@ SAMPLES = Path(__file__).resolve().parent / "samples"
 MINIMAL = SAMPLES / "coaiinstance-minimal.yaml"
 FULL = SAMPLES / "coaiinstance-full.yaml"
 Obj = dict[str, Any]
+VERSION, NEXT_VERSION = "1.9.0", "2.0.0"
+IMAGE = f"{STANDIN_IMAGE}:{VERSION}"
 
 
 class Instance:
@@ -26,6 +34,7 @@ class Instance:
 
     def __init__(self, cluster: Cluster, namespace: str, name: str) -> None:
         self.cluster, self.namespace, self.name = cluster, namespace, name
+        self.db: DbConfig | None = None
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> Any:
         return self.cluster.kubectl(*args, "-n", self.namespace, input=input, check=check)
@@ -69,19 +78,33 @@ class Instance:
         return {f"{kind}/{name}": self.must(kind, name) for kind, name in names}
 
 
-def apply_file(cluster: Cluster, namespace: str, path: Path, **spec_overrides: Any) -> None:
-    docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+def runnable(docs: list[Obj], db: DbConfig) -> list[Obj]:
+    """The sample's documents, made to run here (see the module docstring)."""
     for doc in docs:
+        if doc["kind"] == "Secret" and doc.get("type", "Opaque") == "Opaque":
+            for key in doc.get("stringData") or {}:
+                if "password" in key and "redis" not in doc["metadata"]["name"]:
+                    doc["stringData"][key] = db.password
         if doc["kind"] == "CoaiInstance":
-            doc["spec"].update(spec_overrides)
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(docs))
+            doc["spec"].update(image=STANDIN_IMAGE, version=VERSION, healthPath="/health")
+            doc["spec"]["database"].update(host=db.host, port=db.port, name=db.database, user=db.user)
+    return docs
+
+
+def sample(path: Path, db: DbConfig) -> list[Obj]:
+    return runnable([d for d in yaml.safe_load_all(path.read_text()) if d], db)
+
+
+def apply_file(cluster: Cluster, namespace: str, path: Path, db: DbConfig) -> None:
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(sample(path, db)))
 
 
 @pytest.fixture
-def minimal(cluster: Cluster, operator: OperatorProcess, namespace: str) -> Instance:
-    apply_file(cluster, namespace, MINIMAL)
+def minimal(cluster: Cluster, operator: OperatorProcess, namespace: str, db_config: DbConfig) -> Instance:
+    apply_file(cluster, namespace, MINIMAL, db_config)
     inst = Instance(cluster, namespace, "coai")
-    inst.wait_settled("3.11.2")
+    inst.db = db_config
+    inst.wait_settled(VERSION)
     return inst
 
 
@@ -107,14 +130,14 @@ def test_minimal_sample_creates_owned_children_and_becomes_ready(minimal: Instan
             assert refs[0]["controller"] is True
     st = inst.status()
     assert st["phase"] == "Ready"
-    assert st["image"] == "programzmh/chatnio:3.11.2"
+    assert st["image"] == IMAGE
     assert st["endpoint"] == f"http://coai.{inst.namespace}.svc:80"
     assert st["readyReplicas"] == 1
     # kubectl wait, as a user (or Flux) would.
     inst.kubectl("wait", "--for=condition=Ready", "coai/coai", "--timeout=30s")
 
     cm = children["configmap/coai-env"]["data"]
-    assert cm["MYSQL_HOST"] == "mariadb.db.svc.cluster.local"
+    assert cm["MYSQL_HOST"] == inst.db.host
     assert "MYSQL_PASSWORD" not in cm
     container = children["deployment/coai"]["spec"]["template"]["spec"]["containers"][0]
     password = next(e for e in container["env"] if e["name"] == "MYSQL_PASSWORD")
@@ -131,13 +154,13 @@ def test_minimal_sample_creates_owned_children_and_becomes_ready(minimal: Instan
 
 def test_version_change_rolls_the_image_and_status_follows(minimal: Instance) -> None:
     inst = minimal
-    inst.patch_spec({"version": "3.12.0"})
+    inst.patch_spec({"version": NEXT_VERSION})
     wait_for(lambda: inst.must("deployment")["spec"]["template"]["spec"]["containers"][0]["image"]
-             == "programzmh/chatnio:3.12.0", timeout=60, message="Deployment image follows spec.version")
-    st = inst.wait_settled("3.12.0")
-    assert st["image"] == "programzmh/chatnio:3.12.0"
+             == f"{STANDIN_IMAGE}:{NEXT_VERSION}", timeout=60, message="Deployment image follows spec.version")
+    st = inst.wait_settled(NEXT_VERSION, timeout=180)
+    assert st["image"] == f"{STANDIN_IMAGE}:{NEXT_VERSION}"
     labels = inst.must("deployment")["spec"]["template"]["metadata"]["labels"]
-    assert labels["app.kubernetes.io/version"] == "3.12.0"
+    assert labels["app.kubernetes.io/version"] == NEXT_VERSION
 
 
 def test_config_change_updates_env_and_rolls_the_pods(minimal: Instance) -> None:
@@ -160,7 +183,7 @@ def test_config_change_updates_env_and_rolls_the_pods(minimal: Instance) -> None
         return names - replicasets_before
 
     wait_for(new_replicaset, timeout=60, message="a new ReplicaSet rolls the pods")
-    inst.wait_settled("3.11.2")
+    inst.wait_settled(VERSION, timeout=180)
 
 
 def test_children_deleted_or_edited_by_hand_are_put_back(minimal: Instance) -> None:
@@ -175,7 +198,7 @@ def test_children_deleted_or_edited_by_hand_are_put_back(minimal: Instance) -> N
              timeout=60, message="managed label restored")
 
     inst.kubectl("patch", "configmap", "coai-env", "--type=merge", "-p", '{"data": {"MYSQL_HOST": "evil"}}')
-    wait_for(lambda: inst.must("configmap", "coai-env")["data"]["MYSQL_HOST"] == "mariadb.db.svc.cluster.local",
+    wait_for(lambda: inst.must("configmap", "coai-env")["data"]["MYSQL_HOST"] == inst.db.host,
              timeout=60, message="ConfigMap data restored")
 
     old_svc = inst.must("service")["metadata"]["uid"]
@@ -183,7 +206,7 @@ def test_children_deleted_or_edited_by_hand_are_put_back(minimal: Instance) -> N
     wait_for(lambda: (sv := inst.get("service")) is not None and sv["metadata"]["uid"] != old_svc,
              timeout=60, message="Service recreated")
     # (A PVC deleted by hand stays Terminating while the pod uses it: kubernetes.io/pvc-protection.)
-    inst.wait_settled("3.11.2")
+    inst.wait_settled(VERSION, timeout=180)
 
 
 RECONCILED = re.compile(r"reconciled (?P<ns>\S+)/(?P<name>\S+) \((?P<trigger>[^)]*)\): phase (?P<phase>\w+); "
@@ -228,8 +251,8 @@ def test_a_reconcile_with_nothing_to_change_makes_no_write(minimal: Instance, op
 
 
 def test_missing_password_secret_degrades_then_heals(cluster: Cluster, operator: OperatorProcess,
-                                                     namespace: str) -> None:
-    docs = [d for d in yaml.safe_load_all(MINIMAL.read_text()) if d and d["kind"] == "CoaiInstance"]
+                                                     namespace: str, db_config: DbConfig) -> None:
+    docs = [d for d in sample(MINIMAL, db_config) if d["kind"] == "CoaiInstance"]
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(docs))
     inst = Instance(cluster, namespace, "coai")
     wait_for(lambda: inst.condition("Ready").get("reason") == "SecretNotFound", timeout=60,
@@ -245,8 +268,9 @@ def test_missing_password_secret_degrades_then_heals(cluster: Cluster, operator:
                                      "-o", "json").stdout)["items"]
     assert any(e["reason"] == "SecretNotFound" and e["type"] == "Warning" for e in events)
 
-    inst.kubectl("create", "secret", "generic", "coai-db", "--from-literal=password=pw")
-    inst.wait_settled("3.11.2", timeout=120)
+    inst.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(
+        [d for d in sample(MINIMAL, db_config) if d["kind"] == "Secret"]))  # the password via stdin
+    inst.wait_settled(VERSION, timeout=180)
     assert inst.condition("Degraded")["status"] == "False"
 
 
@@ -261,13 +285,16 @@ def test_maintenance_scales_to_zero_and_back(minimal: Instance) -> None:
     assert inst.get("service") is not None
     inst.patch_spec({"maintenance": {"enabled": False}})
     wait_for(lambda: inst.must("deployment")["spec"]["replicas"] == 1, timeout=60, message="scaled back")
-    inst.wait_settled("3.11.2")
+    inst.wait_settled(VERSION, timeout=180)
 
 
-def test_full_sample_with_managed_redis(cluster: Cluster, operator: OperatorProcess, namespace: str) -> None:
-    apply_file(cluster, namespace, FULL)
+def test_full_sample_with_managed_redis(cluster: Cluster, operator: OperatorProcess, namespace: str,
+                                        db_config: DbConfig) -> None:
+    apply_file(cluster, namespace, FULL, db_config)
     inst = Instance(cluster, namespace, "coai-full")
-    inst.wait_settled("3.11.2", timeout=180)
+    inst.wait_settled(VERSION, timeout=240)
+    redis_ready = inst.must("deployment", "coai-full-redis")["status"].get("readyReplicas")
+    assert redis_ready == 1  # redis:7-alpine (Debian's redis-server) really runs
     assert inst.must("configmap", "coai-full-env")["data"]["REDIS_HOST"] == "coai-full-redis"
     redis = inst.must("deployment", "coai-full-redis")
     assert redis["spec"]["template"]["spec"]["containers"][0]["args"][:3] == ["redis-server", "--appendonly", "yes"]
@@ -287,12 +314,12 @@ def test_full_sample_with_managed_redis(cluster: Cluster, operator: OperatorProc
 def test_deleting_the_instance_collects_children_and_keeps_pvcs(minimal: Instance, cluster: Cluster) -> None:
     inst = minimal
     # A second instance that does not keep its PVCs.
-    docs = [d for d in yaml.safe_load_all(MINIMAL.read_text()) if d and d["kind"] == "CoaiInstance"]
+    docs = [d for d in sample(MINIMAL, inst.db) if d["kind"] == "CoaiInstance"]
     docs[0]["metadata"]["name"] = "scratch"
     docs[0]["spec"]["storage"] = {"retain": False}
     inst.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
     scratch = Instance(cluster, inst.namespace, "scratch")
-    scratch.wait_settled("3.11.2")
+    scratch.wait_settled(VERSION, timeout=180)
     assert scratch.must("pvc", "scratch-storage")["metadata"]["ownerReferences"][0]["name"] == "scratch"
 
     inst.kubectl("delete", "coai", "coai", "scratch", "--timeout=60s")  # no finalizer: returns at once

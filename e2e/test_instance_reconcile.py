@@ -3,7 +3,8 @@ nothing when nothing changed.
 
 Each test calls `reconcile()` itself, with a `Kube` of its own, on the CoaiInstance as the API
 server returns it. Everything around it is real: CRD defaulting and validation, the Deployment
-controller, scheduler and node agent that make the pods Ready (no status is written by hand),
+controller, scheduler and the real node that make the pods Ready (the guide-line stand-in app
+against a database of the test MariaDB; no status is written by hand),
 quota admission (the refused write), deletion held by a finalizer (an instance being deleted).
 One spec cannot be stored at all: the CRD's CEL rule refuses conflicting Redis settings, so that
 test hands reconcile the stored object with the refused spec in it (an object stored before the
@@ -30,6 +31,7 @@ drift check of every instance. So the assertions are written to hold either way:
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 from collections.abc import Iterator
@@ -40,16 +42,18 @@ from kubernetes import client
 
 from coai_operator import constants
 from coai_operator.conditions import get_condition
+from coai_operator.engine.dbconfig import DbConfig
 from coai_operator.instance.reconcile import Outcome, reconcile
 from coai_operator.kube import Kube, KubeError
 from e2e.conftest import Cluster
 from e2e.helpers import wait_for
+from e2e.localcluster.appimages import STANDIN_IMAGE
 
 pytestmark = pytest.mark.e2e
 
 Obj = dict[str, Any]
 NAME = "chat"
-SPEC: Obj = {"version": "3.11.2", "database": {"host": "db", "passwordSecretRef": {"name": "coai-db"}}}
+VERSION, NEXT_VERSION = "1.9.0", "2.0.0"
 DIRECT_MANAGER = "coai-e2e-direct"  # the field manager of the reconciles these tests run
 TESTER_MANAGER = "coai-e2e-tester"  # the field manager of the test's own edits
 CHILD_KINDS = (("apps/v1", "Deployment"), ("v1", "Service"), ("v1", "ConfigMap"), ("v1", "PersistentVolumeClaim"))
@@ -65,21 +69,24 @@ def api(cluster: Cluster) -> Iterator[client.ApiClient]:
 class Harness:
     """One CoaiInstance `chat` in one namespace, reconciled by direct calls."""
 
-    def __init__(self, cluster: Cluster, api: client.ApiClient, namespace: str) -> None:
-        self.cluster, self.api, self.ns = cluster, api, namespace
+    def __init__(self, cluster: Cluster, api: client.ApiClient, namespace: str, db: DbConfig) -> None:
+        self.cluster, self.api, self.ns, self.db = cluster, api, namespace, db
         self.tester = Kube(api=api, field_manager=TESTER_MANAGER)
+        self.spec: Obj = {"version": VERSION, "image": STANDIN_IMAGE, "healthPath": "/health", "database": {
+            "host": db.host, "port": db.port, "name": db.database, "user": db.user,
+            "passwordSecretRef": {"name": "coai-db"}}}
 
     # -- setup and edits ---------------------------------------------------------------------
     def put_secret(self, name: str = "coai-db", **data: str) -> None:
         self.tester.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": self.ns},
-                            "data": data or {"password": "cHc="}})
+                            "data": data or {"password": base64.b64encode(self.db.password.encode()).decode()}})
 
     def create_instance(self, spec: Obj | None = None, finalizers: list[str] | None = None) -> Obj:
         meta: Obj = {"name": NAME, "namespace": self.ns}
         if finalizers:
             meta["finalizers"] = finalizers
         return self.tester.create({"apiVersion": constants.API_VERSION, "kind": constants.INSTANCE_KIND,
-                                   "metadata": meta, "spec": copy.deepcopy(spec or SPEC)})
+                                   "metadata": meta, "spec": copy.deepcopy(spec or self.spec)})
 
     def instance(self) -> Obj:
         body = self.tester.get(constants.API_VERSION, constants.INSTANCE_KIND, self.ns, NAME)
@@ -172,8 +179,9 @@ class Harness:
 
 
 @pytest.fixture
-def h(cluster: Cluster, crds_installed: list[str], api: client.ApiClient, namespace: str) -> Harness:
-    return Harness(cluster, api, namespace)
+def h(cluster: Cluster, crds_installed: list[str], api: client.ApiClient, namespace: str,
+      db_config: DbConfig) -> Harness:
+    return Harness(cluster, api, namespace, db_config)
 
 
 def image(dep: Obj) -> str:
@@ -195,7 +203,7 @@ def test_first_reconcile_creates_everything_then_a_second_makes_no_write(h: Harn
     h.assert_stored_phase(first)
     h.rolled_out()
     assert h.run().phase == "Ready"
-    assert h.status()["version"] == "3.11.2"
+    assert h.status()["version"] == VERSION
 
     def snapshot() -> dict[str, Any]:
         """resourceVersion of what only a reconcile writes; for what controllers also write (the
@@ -255,7 +263,7 @@ def test_missing_secret_key_names_the_key(h: Harness) -> None:
 def test_invalid_spec_is_degraded_and_not_retried(h: Harness) -> None:
     h.put_secret()
     h.create_instance()
-    conflicting = {**SPEC, "redis": {"host": "r", "managed": {"enabled": True}}}
+    conflicting = {**h.spec, "redis": {"host": "r", "managed": {"enabled": True}}}
     # The CRD's CEL rule refuses this spec; an object stored before that rule existed still has it.
     with pytest.raises(KubeError) as refused:
         h.set_spec(conflicting)
@@ -283,10 +291,10 @@ def test_version_and_config_changes_update_only_what_they_must(h: Harness) -> No
     h.put_secret()
     h.create_instance()
     h.run()
-    h.set_spec({**SPEC, "version": "3.12.0", "config": {"DEBUG": "false"}})
+    h.set_spec({**h.spec, "version": NEXT_VERSION, "config": {"DEBUG": "false"}})
     outcome = h.run()
     h.assert_changed(outcome, "updated ConfigMap {ns}/chat-env", "updated Deployment {ns}/chat")
-    assert image(h.must("Deployment", NAME)) == "programzmh/chatnio:3.12.0"
+    assert image(h.must("Deployment", NAME)) == f"{STANDIN_IMAGE}:{NEXT_VERSION}"
     assert h.must("ConfigMap", "chat-env")["data"]["DEBUG"] == "false"
 
 
@@ -294,13 +302,13 @@ def test_maintenance_scales_to_zero_and_back(h: Harness) -> None:
     h.put_secret()
     h.create_instance()
     h.run()
-    h.set_spec({**SPEC, "maintenance": {"enabled": True, "message": "brb"}})
+    h.set_spec({**h.spec, "maintenance": {"enabled": True, "message": "brb"}})
     h.run()
     assert h.must("Deployment", NAME)["spec"]["replicas"] == 0
     h.rolled_out()
     assert h.run().phase == "Maintenance"
     assert h.status()["phase"] == "Maintenance"
-    h.set_spec(SPEC)
+    h.set_spec(h.spec)
     h.run()
     assert h.must("Deployment", NAME)["spec"]["replicas"] == 1
 
@@ -311,19 +319,19 @@ def test_a_migration_drives_the_instance_through_its_spec(h: Harness) -> None:
     h.run()
     h.rolled_out()
     h.run()
-    h.patch_status({"activeMigration": "m1", "schemaVersion": "3.11.2"})
+    h.patch_status({"activeMigration": "m1", "schemaVersion": VERSION})
     # What the migration controller patches: maintenance on, then config, then the new version.
-    h.set_spec({**SPEC, "maintenance": {"enabled": True, "message": "Upgrading"}})
+    h.set_spec({**h.spec, "maintenance": {"enabled": True, "message": "Upgrading"}})
     h.run()
     assert h.must("Deployment", NAME)["spec"]["replicas"] == 0
     h.rolled_out()
     assert h.run().phase == "Migrating"
     assert h.status()["phase"] == "Migrating"
-    h.set_spec({**SPEC, "version": "3.12.0", "config": {"X": "1"}})
+    h.set_spec({**h.spec, "version": NEXT_VERSION, "config": {"X": "1"}})
     h.run()
     dep = h.must("Deployment", NAME)
     assert dep["spec"]["replicas"] == 1
-    assert image(dep) == "programzmh/chatnio:3.12.0"
+    assert image(dep) == f"{STANDIN_IMAGE}:{NEXT_VERSION}"
     assert h.must("ConfigMap", "chat-env")["data"]["X"] == "1"
     h.rolled_out()
     h.run()
@@ -331,11 +339,11 @@ def test_a_migration_drives_the_instance_through_its_spec(h: Harness) -> None:
     s = body["status"]
     # What the migration waits for: Ready, at the target version, for the current generation.
     assert s["phase"] == "Migrating"
-    assert s["version"] == "3.12.0"
+    assert s["version"] == NEXT_VERSION
     assert s["observedGeneration"] == body["metadata"]["generation"]
     ready = get_condition(s["conditions"], "Ready")
     assert ready is not None and ready["status"] == "True"
-    assert (s["activeMigration"], s["schemaVersion"]) == ("m1", "3.11.2")  # never overwritten
+    assert (s["activeMigration"], s["schemaVersion"]) == ("m1", VERSION)  # never overwritten
     h.patch_status({"activeMigration": None})
     assert h.run().phase == "Ready"
     assert h.status()["phase"] == "Ready"
@@ -343,10 +351,10 @@ def test_a_migration_drives_the_instance_through_its_spec(h: Harness) -> None:
 
 def test_switching_managed_redis_off_removes_its_deployment_and_service(h: Harness) -> None:
     h.put_secret()
-    h.create_instance({**SPEC, "redis": {"managed": {"enabled": True}}})
+    h.create_instance({**h.spec, "redis": {"managed": {"enabled": True}}})
     h.run()
     assert h.get("Deployment", "chat-redis") is not None
-    h.set_spec(SPEC)
+    h.set_spec(h.spec)
     # The instance still exists, so the garbage collector keeps them: the reconcile deletes them.
     outcome = h.run()
     assert h.get("Deployment", "chat-redis") is None
