@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+from collections.abc import Iterable
 from pathlib import Path
 
 import yaml
@@ -48,13 +49,13 @@ def _pymysql_dir() -> Path:
 
 
 def tree_digest(*roots: Path) -> str:
-    """sha256 over the relative names, modes and contents of every file under `roots`."""
+    """sha256 over the relative names, modes and contents of every file under `roots` (files or dirs)."""
     digest = hashlib.sha256()
     for root in roots:
-        for path in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
-            data = path.read_bytes()
-            digest.update(f"{root.name}/{path.relative_to(root)}\0{path.stat().st_mode & 0o111}\0{len(data)}\0"
-                          .encode() + data)
+        found = [root] if root.is_file() else root.rglob("*")
+        for path in sorted(p for p in found if p.is_file() and "__pycache__" not in p.parts):
+            data, rel = path.read_bytes(), path.relative_to(root.parent)
+            digest.update(f"{rel}\0{path.stat().st_mode & 0o111}\0{len(data)}\0".encode() + data)
     return digest.hexdigest()
 
 
@@ -88,15 +89,19 @@ def write_standin(out: Path, base_layers: list[Layer], cache: Path) -> Path:
     return out
 
 
-def write_chatnio(out: Path, base: Layer, app_dir: Path, name: str, cache: Path) -> Path:
+def write_chatnio(out: Path, base: Layer, app_dir: Path, files: Iterable[str], name: str, cache: Path) -> Path:
+    """`files` (relative to app_dir: the binary and the runtime files) at the image root."""
     members = [Member(d, mode=0o755) for d in ("config", "logs", "storage")]
-    for path in sorted(app_dir.rglob("*")):
-        rel = str(path.relative_to(app_dir))
+    paths = sorted({p for rel in files for p in [app_dir / rel, *(app_dir / rel).rglob("*")]})
+    for path in paths:
+        rel = path.relative_to(app_dir)
+        members += [Member(str(parent), mode=0o755) for parent in reversed(rel.parents[:-1])]
         if path.is_dir():
-            members.append(Member(rel, mode=0o755))
+            members.append(Member(str(rel), mode=0o755))
         elif path.is_file():
-            members.append(Member(rel, path, mode=0o755 if path.stat().st_mode & 0o111 else 0o644))
-    layer = write_layer(cache / "layers" / f"{out.stem}-app.tar", members)
+            members.append(Member(str(rel), path, mode=0o755 if path.stat().st_mode & 0o111 else 0o644))
+    unique = {m.name: m for m in members}
+    layer = write_layer(cache / "layers" / f"{out.stem}-app.tar", unique.values())
     config = image_config([base, layer], cmd=["./chat"], workdir="/", ports=[f"{CHATNIO_PORT}/tcp"],
                           volumes=["/config", "/logs", "/storage"])
     write_archive(out, [([name], config)], [base, layer])

@@ -36,7 +36,7 @@ from e2e.localcluster import appimages
 from e2e.localcluster.build_binaries import CACHE_ROOT
 from e2e.localcluster.buildah import Buildah, context_digest
 from e2e.localcluster.debian import Rootfs, ensure_rootfs
-from e2e.localcluster.imagetar import Layer, image_config, write_archive
+from e2e.localcluster.imagetar import Layer, Member, image_config, write_archive, write_layer
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE = CACHE_ROOT / "images"
@@ -47,7 +47,7 @@ BASE_IMAGE = "python:3.11-slim-bookworm"
 PYTHON_ROOTFS = Rootfs("python3.11-bookworm", ("python3", "python3-pip", "python3-venv", "ca-certificates"), hook=(
     'rm -f "$1"/usr/lib/python3*/EXTERNALLY-MANAGED'
     ' && for n in python python3; do ln -sf /usr/bin/python3 "$1/usr/local/bin/$n"; done'
-    ' && for n in pip pip3; do ln -sf /usr/bin/pip3 "$1/usr/local/bin/$n"; done'))
+    ' && for n in pip pip3; do ln -sf /usr/bin/pip3 "$1/usr/local/bin/$n"; done'), host_cas=True)
 # Debian's redis user gets the uid/gid of the official image's (the pod's runAsUser/runAsGroup).
 REDIS_ROOTFS = Rootfs("redis-bookworm", ("redis-server",), hook=(
     f'chroot "$1" groupmod -g {REDIS_GID} redis && chroot "$1" usermod -u {REDIS_UID} redis'
@@ -100,12 +100,38 @@ def build_operator() -> dict[str, Path]:
     return {name: _cached(name, key, lambda out: builder.build(REPO, dockerfile, name, {BASE_IMAGE: base}, out))}
 
 
+# The official image's build switches protected mode off by default (it refuses every client from
+# another pod when no password is set); Debian's binary keeps it on, so the entrypoint passes
+# --protected-mode no right after the optional config file, where later arguments still override it.
+REDIS_ENTRYPOINT = b"""#!/bin/sh
+set -e
+case "$1" in -*|*.conf) set -- redis-server "$@" ;; esac
+if [ "$1" = redis-server ]; then
+  shift
+  case "$1" in
+    -v|--version|-h|--help|--test-memory|--check-system) set -- redis-server "$@" ;;
+    *.conf) conf=$1; shift; set -- redis-server "$conf" --protected-mode no "$@" ;;
+    *) set -- redis-server --protected-mode no "$@" ;;
+  esac
+fi
+exec "$@"
+"""
+
+
 def build_redis() -> dict[str, Path]:
-    layer = ensure_rootfs(REDIS_ROOTFS, CACHE)
-    config = image_config([layer], cmd=["redis-server"], workdir="/data", user=f"{REDIS_UID}:{REDIS_GID}",
-                          ports=[f"{REDIS_PORT}/tcp"], volumes=["/data"])
-    return {DEFAULT_REDIS_IMAGE: _cached(DEFAULT_REDIS_IMAGE, _key(layer.diff_id, config),
-                                         lambda out: write_archive(out, [([DEFAULT_REDIS_IMAGE], config)], [layer]))}
+    base = ensure_rootfs(REDIS_ROOTFS, CACHE)
+    entrypoint = "/usr/local/bin/docker-entrypoint.sh"
+
+    def build(out: Path) -> None:
+        layer = write_layer(CACHE / "layers" / f"{out.stem}-entrypoint.tar",
+                            [Member(entrypoint.lstrip("/"), REDIS_ENTRYPOINT, mode=0o755)])
+        config = image_config([base, layer], entrypoint=[entrypoint], cmd=["redis-server"], workdir="/data",
+                              user=f"{REDIS_UID}:{REDIS_GID}", ports=[f"{REDIS_PORT}/tcp"], volumes=["/data"])
+        write_archive(out, [([DEFAULT_REDIS_IMAGE], config)], [base, layer])
+        layer.path.unlink()
+
+    key = _key(base.diff_id, REDIS_ENTRYPOINT.decode(), REDIS_UID, REDIS_GID, REDIS_PORT)
+    return {DEFAULT_REDIS_IMAGE: _cached(DEFAULT_REDIS_IMAGE, key, build)}
 
 
 def build_standin() -> dict[str, Path]:
@@ -124,8 +150,10 @@ def build_chatnio(versions: Iterable[str] | None = None) -> dict[str, Path]:
     for version in versions or build_coai.SOURCES:
         name = f"{DEFAULT_APP_IMAGE}:{version}"
         app_dir = build_coai.ensure_built(version)
-        key = _key(base.diff_id, appimages.tree_digest(app_dir), name)
-        out[name] = _cached(name, key, lambda path, d=app_dir, n=name: appimages.write_chatnio(path, base, d, n, CACHE))
+        files = ("chat", *build_coai.RUNTIME_FILES)
+        key = _key(base.diff_id, appimages.tree_digest(*(app_dir / f for f in files)), name)
+        out[name] = _cached(name, key, lambda path, d=app_dir, f=files, n=name:
+                            appimages.write_chatnio(path, base, d, f, n, CACHE))
     return out
 
 

@@ -14,6 +14,7 @@ import io
 import json
 import os
 import platform
+import shutil
 import tarfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -58,6 +59,7 @@ def file_sha256(path: Path) -> str:
 
 def write_layer(out: Path, members: Iterable[Member]) -> Layer:
     """A deterministic layer tar (sorted names, fixed times, numeric owners)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
         for m in sorted(members, key=lambda m: m.name):
@@ -188,3 +190,26 @@ def _member(tar: tarfile.TarFile, name: str) -> io.BufferedReader:
     if fh is None:
         raise ValueError(f"{name} is not a file in the archive")
     return fh  # type: ignore[return-value]
+
+
+def unpack(path: Path, dest: Path, tag: str | None = None) -> Path:
+    """An image's root filesystem under `dest` (layers in order, whiteouts applied): for checks
+    that run the image's programs with chroot, without a container runtime."""
+    info = read_archive(path, tag)
+    dest.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path) as outer:
+        for name in info.layers:
+            with tarfile.open(fileobj=_member(outer, name)) as layer:
+                members = layer.getmembers()
+                for m in members:
+                    base = Path(m.name).name
+                    if base.startswith(".wh."):
+                        target = dest / Path(m.name).parent / base.removeprefix(".wh.")
+                        if base != ".wh..wh..opq" and (target.is_symlink() or target.is_file()):
+                            target.unlink()
+                        elif base != ".wh..wh..opq" and target.is_dir():
+                            shutil.rmtree(target)
+                layer.extractall(dest, members=[m for m in members if not Path(m.name).name.startswith(".wh.")
+                                                and not (m.ischr() or m.isblk())],
+                                 numeric_owner=True, filter="fully_trusted")
+    return dest

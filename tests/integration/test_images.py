@@ -7,16 +7,19 @@ only hashes the inputs.
 
 from __future__ import annotations
 
+import socket
+import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
+from e2e.helpers import wait_for
+from e2e.localcluster import appimages, images
+from e2e.localcluster.imagetar import archive_tags, read_archive, read_file, unpack
 
 from coai_operator.constants import DEFAULT_APP_IMAGE
 from coai_operator.instance.render import REDIS_GID, REDIS_PORT, REDIS_UID
 from coai_operator.instance.spec import DEFAULT_PORT, DEFAULT_REDIS_IMAGE
-from e2e.localcluster import appimages, images
-from e2e.localcluster.imagetar import archive_tags, read_archive, read_file
 
 pytestmark = pytest.mark.integration
 
@@ -27,6 +30,18 @@ CHATNIO_VERSIONS = ("3.10.5", "3.11.1", "4.24.2", "4.25.0")
 @pytest.fixture(scope="module")
 def built() -> dict[str, Path]:
     return images.ensure_images()
+
+
+def _run_in(archive: Path, tag: str, tmp: Path, *cmd: str) -> str:
+    """`cmd` in the image's root filesystem (chroot), as the image's user with the image's env."""
+    cfg = read_archive(archive, tag).config["config"]
+    root = unpack(archive, tmp / "root", tag)
+    env = dict(item.split("=", 1) for item in cfg["Env"])
+    user = ["--userspec", cfg["User"]] if cfg.get("User") else []
+    done = subprocess.run(["chroot", *user, str(root), *cmd], env=env, capture_output=True, text=True, timeout=120,
+                          cwd=root)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout + done.stderr
 
 
 def _config(path: Path, tag: str) -> dict:
@@ -74,11 +89,12 @@ def test_base_image_is_a_python_3_11_with_pip_and_apt_sources(built: dict[str, P
 def test_redis_image_runs_redis_server_as_the_managed_redis_pod_user(built: dict[str, Path]) -> None:
     path = built[DEFAULT_REDIS_IMAGE]
     cfg = _config(path, DEFAULT_REDIS_IMAGE)
-    assert (cfg["Cmd"], cfg["WorkingDir"], cfg["User"]) == (["redis-server"], "/data", f"{REDIS_UID}:{REDIS_GID}")
+    assert (cfg["Entrypoint"], cfg["Cmd"], cfg["WorkingDir"], cfg["User"]) == \
+        (["/usr/local/bin/docker-entrypoint.sh"], ["redis-server"], "/data", f"{REDIS_UID}:{REDIS_GID}")
+    assert read_file(path, "/usr/local/bin/docker-entrypoint.sh") == images.REDIS_ENTRYPOINT
     assert (cfg["ExposedPorts"], cfg["Volumes"]) == ({f"{REDIS_PORT}/tcp": {}}, {"/data": {}})
     passwd = read_file(path, "/etc/passwd")
     assert passwd is not None and f"redis:x:{REDIS_UID}:{REDIS_GID}:".encode() in passwd
-    assert read_file(path, "/usr/bin/redis-server") is not None or read_file(path, "/usr/bin/redis-check-rdb")
 
 
 def test_standin_is_tagged_for_every_guide_version_and_runs_our_app(built: dict[str, Path]) -> None:
@@ -111,3 +127,60 @@ def test_chatnio_image_is_laid_out_like_upstream(built: dict[str, Path], version
     assert read_file(built[name], "/addition/article/template.docx") is not None
     assert read_file(built[name], "/etc/ssl/certs/ca-certificates.crt") is not None
     assert read_file(built[name], "/etc/timezone") == b"Asia/Shanghai\n"
+
+
+# The images' programs really run, as the image's user (chroot: no container runtime here).
+def test_operator_image_runs_the_cli_and_the_database_tools(built: dict[str, Path], tmp_path: Path) -> None:
+    name = images.operator_image()
+    assert "0.1.0" in _run_in(built[name], name, tmp_path, "coai-operator", "version")
+    assert "mariadb-dump" in _run_in(built[name], name, tmp_path, "mariadb-dump", "--version")
+    assert "zstd" in _run_in(built[name], name, tmp_path, "zstd", "--version")
+
+
+def test_base_image_python_and_pip_run(tmp_path: Path) -> None:
+    base, _ = images.python_base()
+    assert "Python 3.11" in _run_in(base, images.BASE_IMAGE, tmp_path, "python", "--version")
+    assert "python 3.11" in _run_in(base, images.BASE_IMAGE, tmp_path, "pip", "--version")
+
+
+def test_redis_image_serves_as_its_user_with_the_managed_redis_args(built: dict[str, Path], tmp_path: Path) -> None:
+    archive = built[DEFAULT_REDIS_IMAGE]
+    assert "Redis server v=7." in _run_in(archive, DEFAULT_REDIS_IMAGE, tmp_path, "/usr/local/bin/docker-entrypoint.sh",
+                                          "redis-server", "--version")
+    cfg = read_archive(archive, DEFAULT_REDIS_IMAGE).config["config"]
+    root = tmp_path / "root"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    # render.py's args, plus a loopback port: this runs on the host's network.
+    args = ["redis-server", "--appendonly", "yes", "--port", str(port), "--bind", "127.0.0.1"]
+    server = subprocess.Popen(["chroot", "--userspec", cfg["User"], str(root), "sh", "-c",
+                               f"cd {cfg['WorkingDir']} && exec {cfg['Entrypoint'][0]} {' '.join(args)}"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def cli(*words: str) -> str:
+        return subprocess.run(["chroot", str(root), "redis-cli", "-p", str(port), *words], capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+
+    try:
+        wait_for(lambda: cli("ping") == "PONG", timeout=30, interval=0.2, message="redis in the image answers")
+        assert cli("config", "get", "protected-mode").split() == ["protected-mode", "no"]
+        assert cli("set", "k", "v") == "OK"
+        aof = root / "data" / "appendonlydir"
+        assert (aof.stat().st_uid, aof.stat().st_gid) == (REDIS_UID, REDIS_GID)
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)
+
+
+def test_standin_image_imports_its_app(built: dict[str, Path], tmp_path: Path) -> None:
+    name = f"{appimages.STANDIN_IMAGE}:2.0.0"
+    out = _run_in(built[name], name, tmp_path, "python3", "-c",
+                  "import os, pymysql, standin.app as a; print(a.Settings.from_env().version, os.getuid())")
+    assert out.strip() == "2.0.0 65532"
+
+
+def test_chatnio_binary_finds_its_libraries(built: dict[str, Path], tmp_path: Path) -> None:
+    name = f"{DEFAULT_APP_IMAGE}:{CHATNIO_VERSIONS[-1]}"
+    out = _run_in(built[name], name, tmp_path, "/lib64/ld-linux-x86-64.so.2", "--list", "/chat")
+    assert "libc.so.6" in out and "not found" not in out
