@@ -659,3 +659,25 @@ STATUS_KEYS = frozenset({
     "phase", "fromVersion", "toVersion", "path", "steps", "currentStep", "backup", "previous", "startedAt",
     "completedAt", "message", "observedGeneration", "conditions"
 })
+
+
+def tick(kube: Kube, namespace: str, name: str) -> tuple[list[tuple[str, str, str]], float | None]:
+    """Read one migration, advance it, write its status if it changed. Returns (events, next delay)."""
+    migration = kube.get(constants.API_VERSION, constants.MIGRATION_KIND, namespace, name)
+    if migration is None:
+        return [], None
+    status, events, delay = reconcile(kube, migration)
+    old = {k: v for k, v in (migration.get("status") or {}).items() if k in STATUS_KEYS}
+    if status != old:
+        patch = {k: status.get(k) for k in set(old) | set(status) if old.get(k) != status.get(k)}
+        # resourceVersion: a concurrent writer (an older operator still shutting down) makes this a 409,
+        # and the next tick starts again from what the API has.
+        try:
+            kube.patch(constants.API_VERSION, constants.MIGRATION_KIND, namespace, name,
+                       {"metadata": {"resourceVersion": migration["metadata"]["resourceVersion"]}, "status": patch},
+                       subresource="status")
+        except KubeError as exc:
+            if exc.status != 409:
+                raise
+            return [], LOCK_RETRY_SECONDS
+    return events, delay
