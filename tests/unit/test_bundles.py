@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from coai_operator.bundles import BundleError, load_bundle
-from coai_operator.engine.errors import PlanError
+from coai_operator.domain.errors import PlanError
+from coai_operator.domain.sqlsplit import SqlSplitError, split_statements
+from coai_operator.domain.versions import Version
 from coai_operator.engine.schema_state import detect_version
-from coai_operator.engine.sqlsplit import SqlSplitError, split_statements
-from coai_operator.engine.versions import Version
 
 BUNDLE = load_bundle()
 HOP_IDS = ["1.6.0-to-1.7.0", "1.7.0-to-1.8.0", "1.8.0-to-1.9.0", "1.9.0-to-2.0.0"]

@@ -13,7 +13,7 @@ from coai_operator.bundles.config_migration import (
     migrate_config_and_secret,
     migrate_env,
 )
-from coai_operator.engine.versions import plan_path
+from coai_operator.domain.versions import plan_path
 
 BUNDLE = load_bundle()
 V2 = BUNDLE.hops["1.9.0-to-2.0.0"].config

@@ -21,8 +21,8 @@ from typing import Any
 
 import pymysql
 
+from coai_operator.domain.errors import EngineError
 from coai_operator.engine.dbconfig import ConfigError
-from coai_operator.engine.errors import EngineError
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "plan": ("coai_operator.engine.plan", "show the upgrade path from the database's version"),

@@ -15,7 +15,7 @@ from typing import Any
 
 from coai_operator import constants
 from coai_operator.bundles.config_migration import ConfigRules, migrate_config_and_secret
-from coai_operator.migration.jobs import owner_reference
+from coai_operator.migration.names import owner_reference
 
 Obj = dict[str, Any]
 
