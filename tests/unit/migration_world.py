@@ -49,6 +49,8 @@ class World:
                                 "database": {"host": "db", "passwordSecretRef": {"name": "coai-db"}}},
                        "status": {"version": version, "schemaVersion": version, "observedGeneration": 1,
                                   "conditions": [{"type": "Ready", "status": "True"}]}})
+        self.kube.put({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                       "metadata": {"name": "chat-storage", "namespace": NS}, "spec": {}})
         self.kube.put({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "chat", "namespace": NS},
                        "spec": {"replicas": 1}, "status": {"replicas": 1, "readyReplicas": 1}})
         self.migration("to-2", "2.0.0", **spec)
@@ -79,8 +81,20 @@ class World:
             hook(self)
 
     def _finish_job(self, name: str, job: Obj) -> None:
-        args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+        pod_spec = job["spec"]["template"]["spec"]
+        args = pod_spec["containers"][0]["args"]
         result = self.results.get(args[1], default_result(args))
+        missing = [v["persistentVolumeClaim"]["claimName"] for v in pod_spec["volumes"]
+                   if "persistentVolumeClaim" in v and not self.get("PersistentVolumeClaim",
+                                                                    v["persistentVolumeClaim"]["claimName"])]
+        if missing:  # what the scheduler does with a pod whose claim does not exist
+            self.pending_pod(name, conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                                "message": f'persistentvolumeclaim "{missing[0]}" not found'}])
+            return
+        if result == "image-pull":
+            self.pending_pod(name, waiting={"reason": "ImagePullBackOff",
+                                            "message": 'Back-off pulling image "nope:1"'})
+            return
         if result == "pending":
             return
         self.ran.append(args[1])
@@ -90,6 +104,31 @@ class World:
                        "metadata": {"name": f"{name}-pod", "namespace": NS, "labels": {"job-name": name}},
                        "status": {"containerStatuses": [{"name": "engine", "state": {"terminated": {
                            "exitCode": 0 if ok else 1, "message": json.dumps(result)}}}]}})
+
+    def pending_pod(self, job: str, conditions: list[Obj] | None = None, waiting: Obj | None = None) -> None:
+        status: Obj = {"phase": "Pending", "conditions": conditions or []}
+        if waiting:
+            status["containerStatuses"] = [{"name": "engine", "state": {"waiting": waiting}}]
+        self.kube.put({"apiVersion": "v1", "kind": "Pod",
+                       "metadata": {"name": f"{job}-pod", "namespace": NS, "labels": {"job-name": job}},
+                       "status": status})
+
+    def age_step(self, step: str, seconds: float, name: str = "to-2") -> None:
+        """Move a running step's start into the past, as if `seconds` had gone by."""
+        import datetime as dt
+
+        for record in self.status(name).get("steps") or []:
+            if record["name"] == step and record.get("startedAt"):
+                when = dt.datetime.fromisoformat(record["startedAt"].replace("Z", "+00:00"))
+                record["startedAt"] = (when - dt.timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def run_until_step(self, step: str, name: str = "to-2", rounds: int = 40) -> None:
+        for _ in range(rounds):
+            if self.steps(name).get(step) == "Running":
+                return
+            self.tick(name)
+            self.settle()
+        raise AssertionError(f"{step} never started: {self.steps(name)}")
 
     def _instance_controller(self) -> None:
         instance = self.get("CoaiInstance", "chat")

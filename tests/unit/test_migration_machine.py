@@ -30,3 +30,77 @@ def test_failed_migrate_rolls_back_automatically() -> None:
     assert instance["spec"]["config"] == {"LEGACY_AUTH_ENABLED": "true", "OLD_API_FORMAT": "1"}
     assert world.get("Secret", "coai-app")["data"] == {"JWT_SECRET": "ampq", "OPENAI_KEY": "c2s="}
     assert not instance["status"].get("activeMigration")
+
+
+# --- bug 1: nothing hangs with the app held ----------------------------------------------------
+
+def test_bug1_validation_without_a_backup_mounts_no_missing_volume_and_succeeds() -> None:
+    world = World().setup(backup={"enabled": False})
+    status = world.run()
+    assert status["phase"] == "Succeeded", status
+    validate = next(j for (k, _, n), j in world.kube.objects.items() if k == "Job" and "-validate-" in n)
+    claims = [v for v in validate["spec"]["template"]["spec"]["volumes"] if "persistentVolumeClaim" in v]
+    assert claims == []
+    assert "--manifest" not in validate["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert any("dataIntegrity" in m for _, r, m in world.events if r == "PlanWarning")
+
+
+def test_bug1_a_pod_that_cannot_start_fails_its_step_naming_the_cause_then_rolls_back() -> None:
+    world = World().setup()
+    world.results["migrate"] = "image-pull"
+    world.run_until_step("Migrate")
+    world.settle()
+    world.tick()
+    assert world.steps()["Migrate"] == "Running"  # a pull may still succeed: not failed at once
+    world.age_step("Migrate", 100)
+    status = world.run()
+    assert status["phase"] == "RolledBack", status
+    migrate = next(s for s in status["steps"] if s["name"] == "Migrate")
+    assert migrate["phase"] == "Failed" and "ImagePullBackOff" in migrate["message"], migrate
+    assert not [n for (k, _, n) in world.kube.objects if k == "Job" and "-migrate-" in n]  # deleted, nothing runs
+
+
+def test_bug1_an_unschedulable_pod_names_the_missing_claim() -> None:
+    world = World().setup()
+    world.kube.objects.pop(("PersistentVolumeClaim", "apps", "chat-storage"))
+    world.run_until_step("Backup")
+    world.settle()
+    world.tick()
+    assert world.steps()["Backup"] == "Running"
+    world.age_step("Backup", 100)
+    status = world.run()
+    assert status["phase"] == "Failed", status  # nothing was changed yet: no rollback needed
+    backup = next(s for s in status["steps"] if s["name"] == "Backup")
+    assert 'persistentvolumeclaim "chat-storage" not found' in backup["message"], backup
+    assert not world.get("CoaiInstance", "chat")["status"].get("activeMigration")
+
+
+def test_bug1_an_in_operator_step_past_its_deadline_fails_and_rolls_back() -> None:
+    world = World().setup(deadlines={"rollout": 60}, validation={"enabled": False})
+    world.hooks.append(lambda w: setattr(w, "instance_ready", "Rollout" not in w.steps()))
+    world.run_until_step("Rollout")
+    world.hooks.clear()
+    world.instance_ready = False
+    world.settle()
+    world.age_step("Rollout", 61)
+    world.tick()
+    world.instance_ready = True
+    status = world.run()
+    assert status["phase"] == "RolledBack", status
+    rollout = next(s for s in status["steps"] if s["name"] == "Rollout")
+    assert "deadline of 60s" in rollout["message"] and "spec.deadlines.rollout" in rollout["message"]
+
+
+def test_bug1_a_job_step_past_its_deadline_fails() -> None:
+    world = World().setup(deadlines={"migrate": 300})
+    world.results["migrate"] = "pending"
+    world.run_until_step("Migrate")
+    job = next(j for (k, _, n), j in world.kube.objects.items() if k == "Job" and "-migrate-" in n)
+    assert job["spec"]["activeDeadlineSeconds"] == 300
+    world.kube.put({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "m", "namespace": "apps",
+                    "labels": {"job-name": job["metadata"]["name"]}},
+                    "status": {"phase": "Running", "containerStatuses": [{"state": {"running": {}}}]}})
+    world.age_step("Migrate", 400)
+    status = world.run()
+    assert status["phase"] == "RolledBack", status
+    assert "deadline of 300s" in next(s for s in status["steps"] if s["name"] == "Migrate")["message"]

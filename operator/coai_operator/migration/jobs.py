@@ -114,6 +114,8 @@ def _volumes(migration: Mapping[str, Any], step: Step, has_backup: bool) -> tupl
     volumes: list[Obj] = [{"name": "tmp", "emptyDir": {}}]
     mounts: list[Obj] = [{"name": "tmp", "mountPath": "/tmp"}]  # noqa: S108  (an emptyDir)
     for volume in step.volumes:
+        if volume in ("backup", "backup-ro") and not has_backup:
+            continue
         if volume in ("backup", "backup-ro"):
             volumes.append({"name": "backup", "persistentVolumeClaim": {"claimName": backup_pvc_name(migration)}})
             mounts.append({"name": "backup", "mountPath": BACKUP_MOUNT, "readOnly": volume == "backup-ro"})

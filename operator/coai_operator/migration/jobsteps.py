@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 
 from coai_operator.kube import Kube, KubeError
 from coai_operator.migration import jobs
 from coai_operator.migration.context import Ctx
-from coai_operator.migration.model import Obj, Outcome, StepName, StepOutcome
+from coai_operator.migration.model import Obj, Outcome, Reason, StepName, StepOutcome
 from coai_operator.migration.steps import Step
 
 DONE, RUNNING, FAILED = Outcome.DONE, Outcome.RUNNING, Outcome.FAILED
@@ -66,7 +67,41 @@ def has_backup(ctx: Ctx) -> bool:
     return any(s["name"] == StepName.BACKUP for s in ctx.status.get("steps") or [])
 
 
-def run_job_step(ctx: Ctx, step: Step, deadline: int | None = None) -> StepOutcome:
+# Pod waiting reasons that mean the container cannot be created as specified.
+START_FAILURES = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError",
+                            "CreateContainerError", "ErrImageNeverPull"})
+POD_START_SECONDS = int(os.environ.get("COAI_POD_START_SECONDS", "90"))
+
+
+def _started(pod: Obj) -> bool:
+    status = pod.get("status") or {}
+    if status.get("phase") in ("Running", "Succeeded", "Failed"):
+        return True
+    return any((cs.get("state") or {}).get("running") or (cs.get("state") or {}).get("terminated")
+               for cs in status.get("containerStatuses") or [])
+
+
+def start_failure(pods: list[Obj]) -> str:
+    """Why a Job's pod has not started, from its conditions and container statuses."""
+    if not pods:
+        return "the Job created no pod (quota, admission or the Job controller; see `kubectl describe job`)"
+    pod = pods[0]
+    status = pod.get("status") or {}
+    name = pod["metadata"]["name"]
+    for cs in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]:
+        waiting = (cs.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") in START_FAILURES:
+            return f"pod {name}: {waiting['reason']}: {waiting.get('message') or ''}".rstrip(": ")
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+            return f"pod {name} cannot be scheduled ({cond.get('reason')}): {cond.get('message') or ''}"
+    waiting = [((cs.get("state") or {}).get("waiting") or {}).get("reason") for cs in status.get("containerStatuses")
+               or []]
+    detail = ", ".join(w for w in waiting if w) or status.get("phase") or "Pending"
+    return f"pod {name} has not started ({detail}; a missing volume or Secret shows as FailedMount in its events)"
+
+
+def run_job_step(ctx: Ctx, step: Step, deadline: int | None = None, elapsed: float = 0.0) -> StepOutcome:
     assert ctx.instance is not None
     desired = jobs.build_job(ctx.migration, ctx.instance, step.name, has_backup(ctx), deadline)
     name = desired["metadata"]["name"]
@@ -95,4 +130,15 @@ def run_job_step(ctx: Ctx, step: Step, deadline: int | None = None) -> StepOutco
         result = job_result(ctx, name) or {}
         reason = result.get("error") or conditions["Failed"].get("message") or "the Job failed"
         return StepOutcome(FAILED, f"Job {name} failed: {reason}", job=name, data=result)
+    pods = job_pods(ctx, name)
+    if elapsed > pod_start_seconds(ctx) and not any(_started(p) for p in pods):
+        # Nothing runs: deleting the Job is safe, and the step fails with the cause instead of waiting for ever.
+        cause = start_failure(pods)
+        ctx.kube.delete("batch/v1", "Job", ctx.namespace, name)
+        return StepOutcome(FAILED, f"Job {name} did not start within {pod_start_seconds(ctx)}s: {cause}", job=name,
+                           reason=Reason.POD_NOT_STARTED)
     return StepOutcome(RUNNING, f"Job {name} running", job=name)
+
+
+def pod_start_seconds(ctx: Ctx) -> int:
+    return int((ctx.spec.get("deadlines") or {}).get("podStart") or POD_START_SECONDS)

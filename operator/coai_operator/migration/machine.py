@@ -79,13 +79,14 @@ def start_rollback(ctx: Ctx, todo: tuple[str, ...], message: str) -> None:
 def run_step(ctx: Ctx, name: str) -> StepOutcome:
     step = STEPS[name]
     deadline = deadline_seconds(ctx.spec, step)
+    started = step_started_at(ctx, name)
+    elapsed = seconds_since(started) if started else 0.0
     if step.runs_job:
-        outcome = run_job_step(ctx, step, deadline)
+        outcome = run_job_step(ctx, step, deadline, elapsed)
     else:
         assert step.action is not None
         outcome = step.action(ctx)
-    started = step_started_at(ctx, name)
-    if outcome.state == RUNNING and started and seconds_since(started) > deadline:
+    if outcome.state == RUNNING and elapsed > deadline:
         return StepOutcome(FAILED, f"{name} did not finish within its deadline of {deadline}s "
                                    f"(spec.deadlines.{step.deadline_key}): {outcome.message}", job=outcome.job)
     return outcome
@@ -132,7 +133,7 @@ def advance(ctx: Ctx) -> float | None:
                           f"{ctx.instance_name} is kept until this migration is deleted.")
                 ctx.event("RollbackFailed", ctx.status["message"], warning=True)
                 return None
-            fail(ctx, f"{name}Failed", f"{name} failed: {outcome.message}")
+            fail(ctx, outcome.reason or f"{name}Failed", f"{name} failed: {outcome.message}")
             return 1.0 if ctx.status.get("phase") == "RollingBack" else None
         record["phase"] = "Succeeded"
         ctx.event(f"{name}Succeeded", outcome.message[:1000])

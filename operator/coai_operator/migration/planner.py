@@ -82,13 +82,18 @@ def plan_migration(spec: Mapping[str, Any], instance: Mapping[str, Any] | None, 
         raise PlanRefused(reason, str(exc)) from exc
     if path.noop and current == target:
         raise PlanRefused("AlreadyAtTarget", f"CoaiInstance {instance_name} already runs {target}; nothing to do")
+    warnings = list(path.warnings)
+    checks = validation_checks(spec)
+    if "dataIntegrity" in checks and StepName.BACKUP not in forward_steps(spec):
+        warnings.append("validation check dataIntegrity is skipped: backup is disabled, so there are no row counts "
+                        "to compare with")
     return MigrationPlan(
         from_version=current,
         to_version=target,
         path=tuple(h.id for h in path.hops),
         steps=forward_steps(spec),
-        checks=validation_checks(spec),
-        warnings=path.warnings,
+        checks=checks,
+        warnings=tuple(warnings),
     )
 
 

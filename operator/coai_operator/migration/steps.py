@@ -107,7 +107,9 @@ def _validate_args(job: JobInput) -> list[str]:
     return ["validate", "--checks", ",".join(validation_checks(job.spec)), "--base-url", base_url,
             "--health-path", str(inst_spec.get("healthPath") or "/health"),
             "--timeout", str(validation.get("timeoutSeconds") or 300),
-            "--manifest", f"{job.location}/manifest.json"]
+            # Without a backup there are no row counts to compare with: dataIntegrity is skipped (the plan
+            # says so) and nothing mounts a backup volume that does not exist.
+            *(["--manifest", f"{job.location}/manifest.json"] if job.has_backup else [])]
 
 
 def _plan_summary(result: Obj) -> str:
