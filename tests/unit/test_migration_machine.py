@@ -104,3 +104,45 @@ def test_bug1_a_job_step_past_its_deadline_fails() -> None:
     status = world.run()
     assert status["phase"] == "RolledBack", status
     assert "deadline of 300s" in next(s for s in status["steps"] if s["name"] == "Migrate")["message"]
+
+
+# --- bug 2: the snapshot is all-or-nothing -----------------------------------------------------
+
+def test_bug2_a_secret_copy_that_fails_once_is_retried_and_no_secret_is_lost() -> None:
+    world = World().setup(backup={"enabled": False}, validation={"enabled": False})
+    world.kube.fail("create", "Secret", 500, name="to-2-snapshot")
+    status = world.run()
+    assert status["phase"] == "Succeeded", status
+    copy_ = world.get("Secret", "to-2-snapshot")
+    assert copy_["data"] == {"JWT_SECRET": "ampq", "OPENAI_KEY": "c2s="}
+    live = world.get("Secret", "coai-app")["data"]
+    assert live == {"SECRET": "ampq", "OPENAI_API_KEY": "c2s="}, live  # migrated from the real values
+
+
+def test_bug2_a_secret_copy_that_cannot_be_written_fails_before_anything_changes() -> None:
+    world = World().setup()
+    world.kube.fail("create", "Secret", 403, times=99, name="to-2-snapshot")  # e.g. a ResourceQuota
+    status = world.run()
+    assert status["phase"] == "Failed", status
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "SnapshotIncomplete" and "Nothing was changed" in failed["message"], failed
+    assert world.get("ConfigMap", "to-2-snapshot") is None  # never marked complete
+    instance = world.get("CoaiInstance", "chat")
+    assert "maintenance" not in instance["spec"] and instance["spec"]["version"] == "1.8.0"
+    assert world.get("Secret", "coai-app")["data"] == {"JWT_SECRET": "ampq", "OPENAI_KEY": "c2s="}
+    assert not instance["status"].get("activeMigration")
+
+
+def test_bug2_rollback_refuses_an_incomplete_snapshot() -> None:
+    world = World().setup()
+    world.results["migrate"] = "pending"
+    world.run_until_step("Migrate")
+    world.kube.objects.pop(("Secret", "apps", "to-2-snapshot"))  # somebody deleted the copy
+    world.results["migrate"] = {"ok": False, "error": "boom"}
+    world.kube.objects = {k: v for k, v in world.kube.objects.items() if not (k[0] == "Job" and "-migrate-" in k[2])}
+    status = world.run()
+    assert status["phase"] == "Failed", status
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "RollbackFailed" and "snapshot" in failed["message"].lower(), failed
+    # The live Secret is never patched from an empty copy: it keeps the migrated values for a person to decide.
+    assert world.get("Secret", "coai-app")["data"] == {"SECRET": "ampq", "OPENAI_API_KEY": "c2s="}

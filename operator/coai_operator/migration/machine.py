@@ -25,7 +25,8 @@ from coai_operator.migration import jobs, planner
 from coai_operator.migration.context import Ctx
 from coai_operator.migration.jobsteps import run_job_step
 from coai_operator.migration.lock import acquire_lock, lock_holder, release_lock
-from coai_operator.migration.model import Obj, Outcome, StepOutcome
+from coai_operator.migration.model import Obj, Outcome, Reason, StepOutcome
+from coai_operator.migration.opsteps import SnapshotIncomplete
 from coai_operator.migration.status import (
     STATUS_KEYS,
     backup_done,
@@ -46,10 +47,12 @@ __all__ = ["STATUS_KEYS", "reconcile", "tick"]
 
 # --- the machine -------------------------------------------------------------------------------
 
-def fail(ctx: Ctx, reason: str, message: str) -> None:
-    """A forward step failed: roll back per policy, or stop."""
+def fail(ctx: Ctx, reason: str, message: str, unchanged: str | None = None) -> None:
+    """A forward step failed: roll back per policy, or stop. `unchanged`: a step that failed before it
+    changed anything."""
     policy = (ctx.spec.get("rollback") or {}).get("policy", "Automatic")
-    todo = planner.rollback_steps(ctx.spec, started_steps(ctx.status), backup_done(ctx.status))
+    started = [s for s in started_steps(ctx.status) if s != unchanged]
+    todo = planner.rollback_steps(ctx.spec, started, backup_done(ctx.status))
     ctx.event(reason, message, warning=True)
     if not todo:
         set_phase(ctx, "Failed", reason, f"{message}. Nothing was changed.")
@@ -85,7 +88,15 @@ def run_step(ctx: Ctx, name: str) -> StepOutcome:
         outcome = run_job_step(ctx, step, deadline, elapsed)
     else:
         assert step.action is not None
-        outcome = step.action(ctx)
+        try:
+            outcome = step.action(ctx)
+        except SnapshotIncomplete as exc:
+            # Taking the snapshot is the first thing a spec-changing step does: if no change succeeded
+            # before, this failure changed nothing either.
+            changed = name in planner.ROLLBACK_STEPS or any(
+                s.get("phase") == "Succeeded" and s["name"] in (*planner.DATA_CHANGING, *planner.SPEC_CHANGING)
+                for s in ctx.status.get("steps") or [])
+            return StepOutcome(FAILED, str(exc), reason=Reason.SNAPSHOT_INCOMPLETE, changed=changed)
     if outcome.state == RUNNING and elapsed > deadline:
         return StepOutcome(FAILED, f"{name} did not finish within its deadline of {deadline}s "
                                    f"(spec.deadlines.{step.deadline_key}): {outcome.message}", job=outcome.job)
@@ -133,7 +144,8 @@ def advance(ctx: Ctx) -> float | None:
                           f"{ctx.instance_name} is kept until this migration is deleted.")
                 ctx.event("RollbackFailed", ctx.status["message"], warning=True)
                 return None
-            fail(ctx, outcome.reason or f"{name}Failed", f"{name} failed: {outcome.message}")
+            fail(ctx, outcome.reason or f"{name}Failed", f"{name} failed: {outcome.message}",
+                 unchanged=None if outcome.changed else name)
             return 1.0 if ctx.status.get("phase") == "RollingBack" else None
         record["phase"] = "Succeeded"
         ctx.event(f"{name}Succeeded", outcome.message[:1000])

@@ -86,3 +86,4 @@ class StepOutcome:
     job: str | None = None
     data: Obj = field(default_factory=dict)
     reason: str | None = None  # a specific condition reason (default: `<Step>Failed`)
+    changed: bool = True  # False: the step failed before it changed anything (nothing to roll back for it)

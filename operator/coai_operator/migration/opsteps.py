@@ -3,8 +3,6 @@ rollback counterparts. Each computes its patch from the snapshot, so repeating i
 
 from __future__ import annotations
 
-import contextlib
-
 from coai_operator import constants
 from coai_operator.bundles import load_bundle
 from coai_operator.bundles.config_migration import ConfigRulesError
@@ -28,11 +26,20 @@ DONE, RUNNING, FAILED = Outcome.DONE, Outcome.RUNNING, Outcome.FAILED
 
 # --- the snapshot ------------------------------------------------------------------------------
 
+class SnapshotIncomplete(Exception):  # noqa: N818  (a condition reason)
+    """The snapshot is missing a part: nothing may be migrated or restored from it."""
+
+
 def load_snapshot(ctx: Ctx) -> Snapshot:
-    cm = ctx.kube.get("v1", "ConfigMap", ctx.namespace, snapshot_name(ctx.migration))
+    name = snapshot_name(ctx.migration)
+    cm = ctx.kube.get("v1", "ConfigMap", ctx.namespace, name)
     if cm is None:
-        raise KubeError(404, "SnapshotMissing", f"the config snapshot ConfigMap {snapshot_name(ctx.migration)} is gone")
-    secret = ctx.kube.get("v1", "Secret", ctx.namespace, snapshot_name(ctx.migration))
+        raise SnapshotIncomplete(f"the config snapshot ConfigMap {name} is gone")
+    snap = Snapshot.from_objects(cm, None)
+    secret = ctx.kube.get("v1", "Secret", ctx.namespace, name) if snap.secret_name else None
+    if snap.secret_name and secret is None:
+        raise SnapshotIncomplete(f"the snapshot's Secret copy {name} of Secret {snap.secret_name} is gone; "
+                                 "nothing is migrated or restored from an incomplete snapshot")
     return Snapshot.from_objects(cm, secret)
 
 
@@ -54,11 +61,23 @@ def _create_snapshot(ctx: Ctx) -> Snapshot:
     secret_name = ((ctx.instance.get("spec") or {}).get("secretRef") or {}).get("name")
     secret = ctx.kube.get("v1", "Secret", ctx.namespace, secret_name) if secret_name else None
     snap = take_snapshot(ctx.instance, ctx.status.get("fromVersion") or "", secret)
+    if secret_name and secret is None:
+        raise SnapshotIncomplete(f"Secret {secret_name} (spec.secretRef) does not exist: there is nothing to snapshot")
     configmap, secret_copy = snapshot_objects(ctx.migration, snap)
-    if secret_copy is not None:  # the Secret first: the ConfigMap's presence means "snapshot complete"
-        with contextlib.suppress(KubeError):
-            ctx.kube.create(secret_copy)
-    ctx.kube.create(configmap)
+    # The Secret first: the ConfigMap's presence means "snapshot complete". Only "already exists" (an
+    # earlier attempt of this step) is tolerated; a transient error retries the step, a permanent one fails it.
+    for obj in (secret_copy, configmap):
+        if obj is None:
+            continue
+        try:
+            ctx.kube.create(obj)
+        except KubeError as exc:
+            if exc.status == 409:
+                continue
+            if exc.status in (0, 429) or exc.status >= 500:
+                raise
+            raise SnapshotIncomplete(f"cannot write the snapshot {obj['kind']} {obj['metadata']['name']}: "
+                                     f"{exc.message}") from exc
     ctx.event("ConfigSnapshotTaken", f"snapshot of CoaiInstance {ctx.instance_name} config kept in "
                                      f"ConfigMap/Secret {snapshot_name(ctx.migration)}")
     return snap
