@@ -265,7 +265,8 @@ def test_graceful_manual_rollback_waits_for_the_request_and_exports_first(deploy
     steps = [s["name"] for s in status["steps"] if s["name"].startswith("Rollback")]
     assert steps == ["RollbackMaintenanceOn", "RollbackExport", "RollbackRestore", "RollbackConfig",
                      "RollbackRollout"]
-    export = pvc_dir(deployed, "chat-backup") / "graceful" / "post-migration" / "manifest.json"
+    backup_dir = status["backup"]["location"].rsplit("/", 1)[-1]  # /backup/<name>-<uid>: never a predecessor's
+    export = pvc_dir(deployed, "chat-backup") / backup_dir / "post-migration" / "manifest.json"
     assert json.loads(export.read_text())["rowCounts"]["users"] > 0
     assert table_checksums(deployed.db) == before
     instance = deployed.get("coai")

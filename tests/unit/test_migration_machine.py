@@ -146,3 +146,29 @@ def test_bug2_rollback_refuses_an_incomplete_snapshot() -> None:
     assert failed["reason"] == "RollbackFailed" and "snapshot" in failed["message"].lower(), failed
     # The live Secret is never patched from an empty copy: it keeps the migrated values for a person to decide.
     assert world.get("Secret", "coai-app")["data"] == {"SECRET": "ampq", "OPENAI_API_KEY": "c2s="}
+
+
+# --- bug 3: a re-created migration never reads another one's backup ----------------------------
+
+def _job_dirs(world: World) -> dict[str, str]:
+    dirs = {}
+    for (kind, _, _), job in world.kube.objects.items():
+        if kind == "Job":
+            args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+            if "--dir" in args:
+                dirs[args[1]] = args[args.index("--dir") + 1]
+    return dirs
+
+
+def test_bug3_backups_are_keyed_by_the_migrations_uid() -> None:
+    first = World().setup()
+    first.results["migrate"] = {"ok": False, "error": "boom"}
+    assert first.run()["phase"] == "RolledBack"
+    again = World().setup()
+    again.kube.objects[("CoaiMigration", "apps", "to-2")]["metadata"]["uid"] = "another-uid-2"
+    again.results["migrate"] = {"ok": False, "error": "boom"}
+    assert again.run()["phase"] == "RolledBack"
+    one, two = _job_dirs(first), _job_dirs(again)
+    assert one["backup"] == one["restore"] and two["backup"] == two["restore"]
+    assert one["backup"] != two["backup"], (one, two)
+    assert again.status()["backup"]["location"].endswith(two["backup"])

@@ -103,7 +103,7 @@ def test_backup_job_mounts_backup_and_storage_and_keeps_the_password_secret() ->
     job = jobs.build_job(migration(), instance(), planner.BACKUP)
     pod = job["spec"]["template"]["spec"]
     container = pod["containers"][0]
-    assert container["args"][:4] == ["engine", "backup", "--dir", "/backup/to-2"]
+    assert container["args"][:4] == ["engine", "backup", "--dir", "/backup/to-2-m-1234"]
     claims = {v["name"]: v["persistentVolumeClaim"]["claimName"]
               for v in pod["volumes"] if "persistentVolumeClaim" in v}
     assert claims == {"backup": "chat-backup", "storage": "chat-storage"}

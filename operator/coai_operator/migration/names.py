@@ -29,7 +29,10 @@ def backup_pvc_name(migration: Mapping[str, Any]) -> str:
 
 
 def backup_location(migration: Mapping[str, Any]) -> str:
-    return f"{BACKUP_MOUNT}/{migration['metadata']['name']}"
+    """Keyed by the uid too: a migration deleted and re-created under the same name (routine with
+    GitOps) must never reuse, or restore, the backup of its predecessor."""
+    meta = migration["metadata"]
+    return f"{BACKUP_MOUNT}/{meta['name']}-{meta['uid'][:8]}"
 
 
 def owner_reference(obj: Mapping[str, Any]) -> Obj:
