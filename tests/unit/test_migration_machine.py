@@ -172,3 +172,29 @@ def test_bug3_backups_are_keyed_by_the_migrations_uid() -> None:
     assert one["backup"] == one["restore"] and two["backup"] == two["restore"]
     assert one["backup"] != two["backup"], (one, two)
     assert again.status()["backup"]["location"].endswith(two["backup"])
+
+
+# --- bug 4: events only on transitions ---------------------------------------------------------
+
+def test_bug4_a_requested_rollback_waiting_for_the_lock_posts_one_event() -> None:
+    world = World().setup(validation={"enabled": False})
+    assert world.run()["phase"] == "Succeeded"
+    world.migration("next", "2.0.0")
+    world.get("CoaiInstance", "chat")["status"]["activeMigration"] = "next"  # another one holds the lock
+    world.get("CoaiMigration", "to-2")["spec"]["rollback"] = {"requested": True}
+    world.events.clear()
+    for _ in range(10):
+        assert world.tick() is not None
+    assert world.reasons() == ["WaitingForLock"], world.events
+
+
+def test_bug4_ticks_that_change_nothing_post_nothing() -> None:
+    world = World().setup()
+    world.results["migrate"] = "pending"
+    world.run_until_step("Migrate")
+    world.tick()
+    world.events.clear()
+    writes = len(world.kube.writes())
+    for _ in range(5):
+        world.tick()
+    assert world.events == [] and len(world.kube.writes()) == writes

@@ -251,7 +251,10 @@ def reconcile(kube: Kube, migration: Obj) -> tuple[Obj, list[tuple[str, str, str
             return status, ctx.events, None
         holder = acquire_lock(ctx)
         if holder is not None:
-            ctx.event("WaitingForLock", f"rollback waits for {holder} to release {ctx.instance_name}")
+            message = f"rollback requested; it waits for {holder} to release {ctx.instance_name}"
+            if status.get("message") != message:  # an Event on the transition, not on every look
+                ctx.event(Reason.WAITING_FOR_LOCK, message)
+                set_phase(ctx, phase, Reason.WAITING_FOR_LOCK, message)
             return status, ctx.events, LOCK_RETRY_SECONDS
         todo = planner.rollback_steps(spec, started_steps(status), backup_done(status))
         start_rollback(ctx, todo or (planner.RB_CONFIG, planner.RB_ROLLOUT), "rollback requested by spec.rollback")
@@ -293,4 +296,5 @@ def tick(kube: Kube, namespace: str, name: str) -> tuple[list[tuple[str, str, st
             if exc.status != 409:
                 raise
             return [], LOCK_RETRY_SECONDS
-    return events, delay
+        return events, delay
+    return [], delay  # nothing changed: nothing to announce
