@@ -198,3 +198,46 @@ def test_bug4_ticks_that_change_nothing_post_nothing() -> None:
     for _ in range(5):
         world.tick()
     assert world.events == [] and len(world.kube.writes()) == writes
+
+
+# --- bug 5: preflight compared with the plan, transport errors temporary, render errors are ours -----
+
+def test_bug5_preflight_reporting_another_version_than_planned_stops_before_any_change() -> None:
+    world = World().setup()
+    world.results["plan"] = {"ok": True, "current": "1.7.0", "path": ["1.7.0-to-1.8.0"]}
+    status = world.run()
+    assert status["phase"] == "Failed", status
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "VersionMismatch" and "1.7.0" in failed["message"] and "1.8.0" in failed["message"]
+    assert "Nothing was changed" in failed["message"]
+    assert world.ran == ["plan"]
+    assert not world.get("CoaiInstance", "chat")["status"].get("activeMigration")
+
+
+def test_bug5_transport_errors_are_temporary() -> None:
+    world = World().setup()
+    world.results["migrate"] = "pending"
+    world.run_until_step("Migrate")
+    world.kube.fail("get", "Job", status=0, times=1)  # a timeout / refused connection
+    delay = world.tick()
+    assert delay is not None and world.steps()["Migrate"] == "Running"
+    world.results.pop("migrate")
+    assert world.run()["phase"] == "Succeeded"
+
+
+def test_bug5_the_kube_client_turns_transport_failures_into_a_temporary_kube_error() -> None:
+    import pytest
+    import urllib3
+
+    from coai_operator.kube import Kube, KubeError
+
+    class Unreachable:
+        def param_serialize(self, **kwargs):
+            return "GET", "https://127.0.0.1:1/x", {}, None, None
+
+        def call_api(self, *args, **kwargs):
+            raise urllib3.exceptions.MaxRetryError(None, "https://127.0.0.1:1/x", "connection refused")
+
+    with pytest.raises(KubeError) as caught:
+        Kube(api=Unreachable()).get("v1", "Secret", "apps", "x")
+    assert caught.value.status == 0 and "connection refused" in caught.value.message

@@ -137,8 +137,10 @@ def reconcile(body: Mapping[str, Any], kube: Kube) -> Outcome:
     if problem is None:
         try:
             rendered = r.render(spec, name, namespace, owner=body)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a shape the CRD schema should have refused
-            problem = Problem("InvalidSpec", f"the spec cannot be rendered: {type(exc).__name__}: {exc}")
+        except Exception as exc:  # validate() accepted the spec: a failure here is a bug of the operator
+            log.exception("rendering CoaiInstance %s/%s failed", namespace, name)
+            problem = Problem("OperatorError", f"the operator failed to render this spec ({type(exc).__name__}: "
+                                               f"{exc}); this is an operator bug, please report it with the spec")
     if rendered is not None:
         deployment, errors = _apply_children(kube, body, rendered, outcome)
         applied = True

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
@@ -133,7 +134,11 @@ class Kube:
             self.stats.writes += 1
         else:
             self.stats.reads += 1
-        response = self.api.call_api(method_, url, header_params=headers, body=body, _request_timeout=self.timeout)
+        try:
+            response = self.api.call_api(method_, url, header_params=headers, body=body,
+                                         _request_timeout=self.timeout)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:  # timeout, refused, reset: temporary
+            raise KubeError(0, "Transport", f"{method} {path}: {exc}") from exc
         data = response.read()
         if not 200 <= response.status <= 299:
             raise ApiException(http_resp=response)

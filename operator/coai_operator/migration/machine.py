@@ -40,6 +40,8 @@ from coai_operator.migration.steps import STEPS, deadline_seconds
 log = logging.getLogger("coai_operator.migration")
 
 LOCK_RETRY_SECONDS = 5.0
+# HTTP statuses worth retrying (0: the request never got an answer: timeout, refused, reset).
+TEMPORARY_STATUSES = frozenset({0, 409, 429, 500, 502, 503, 504})
 INSTANCE_GRACE_SECONDS = float(os.environ.get("COAI_INSTANCE_GRACE_SECONDS", "60"))
 DONE, RUNNING, FAILED = Outcome.DONE, Outcome.RUNNING, Outcome.FAILED
 __all__ = ["STATUS_KEYS", "reconcile", "tick"]
@@ -125,7 +127,7 @@ def advance(ctx: Ctx) -> float | None:
         try:
             outcome = run_step(ctx, name)
         except KubeError as exc:
-            if exc.status in (409, 429, 500, 503, 504):
+            if exc.status in TEMPORARY_STATUSES:
                 return LOCK_RETRY_SECONDS
             outcome = StepOutcome(FAILED, f"{name}: {exc.message}")
         if outcome.job:
@@ -147,6 +149,14 @@ def advance(ctx: Ctx) -> float | None:
             fail(ctx, outcome.reason or f"{name}Failed", f"{name} failed: {outcome.message}",
                  unchanged=None if outcome.changed else name)
             return 1.0 if ctx.status.get("phase") == "RollingBack" else None
+        if name == planner.PREFLIGHT and outcome.data.get("current") and \
+                str(outcome.data["current"]) != ctx.status.get("fromVersion"):
+            record["phase"] = "Failed"
+            fail(ctx, Reason.VERSION_MISMATCH,
+                 f"the database is at {outcome.data['current']}, but CoaiInstance {ctx.instance_name} reports "
+                 f"{ctx.status.get('fromVersion')} (the plan's fromVersion); fix status.schemaVersion or the "
+                 "database before migrating")
+            return None
         record["phase"] = "Succeeded"
         ctx.event(f"{name}Succeeded", outcome.message[:1000])
         if name == planner.BACKUP:
