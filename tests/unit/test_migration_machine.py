@@ -241,3 +241,31 @@ def test_bug5_the_kube_client_turns_transport_failures_into_a_temporary_kube_err
     with pytest.raises(KubeError) as caught:
         Kube(api=Unreachable()).get("v1", "Secret", "apps", "x")
     assert caught.value.status == 0 and "connection refused" in caught.value.message
+
+
+# --- deleting a running migration cancels it: the running step ends, what changed is rolled back ----
+
+def test_deleting_a_running_migration_rolls_it_back_after_the_running_step() -> None:
+    world = World().setup(rollback={"policy": "Manual"})
+    world.results["migrate"] = "pending"
+    world.run_until_step("Migrate")
+    world.get("CoaiMigration", "to-2")["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    world.tick()
+    assert world.steps()["Migrate"] == "Running"  # a running engine command is never cut off
+    world.results.pop("migrate")
+    status = world.run()
+    assert status["phase"] == "RolledBack", status
+    assert world.steps()["Rollout"] == "Pending" and world.steps()["RollbackRestore"] == "Succeeded"
+    assert "DeletionRequested" in world.reasons()
+    assert not world.get("CoaiInstance", "chat")["status"].get("activeMigration")
+
+
+def test_deleting_a_migration_that_waits_for_the_lock_ends_it_with_nothing_changed() -> None:
+    world = World().setup()
+    world.migration("other", "1.9.0")
+    world.get("CoaiInstance", "chat")["status"]["activeMigration"] = "other"
+    world.tick()
+    assert world.status()["phase"] == "Pending"
+    world.get("CoaiMigration", "to-2")["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    status = world.run()
+    assert status["phase"] == "Failed" and "Nothing was changed" in status["message"], status

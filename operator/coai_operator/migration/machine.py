@@ -49,10 +49,10 @@ __all__ = ["STATUS_KEYS", "reconcile", "tick"]
 
 # --- the machine -------------------------------------------------------------------------------
 
-def fail(ctx: Ctx, reason: str, message: str, unchanged: str | None = None) -> None:
+def fail(ctx: Ctx, reason: str, message: str, unchanged: str | None = None, policy: str | None = None) -> None:
     """A forward step failed: roll back per policy, or stop. `unchanged`: a step that failed before it
     changed anything."""
-    policy = (ctx.spec.get("rollback") or {}).get("policy", "Automatic")
+    policy = policy or (ctx.spec.get("rollback") or {}).get("policy", "Automatic")
     started = [s for s in started_steps(ctx.status) if s != unchanged]
     todo = planner.rollback_steps(ctx.spec, started, backup_done(ctx.status))
     ctx.event(reason, message, warning=True)
@@ -119,6 +119,11 @@ def advance(ctx: Ctx) -> float | None:
         if rolling_back != (record["name"] in planner.ROLLBACK_STEPS):
             continue
         name = record["name"]
+        if ctx.deleting and not rolling_back and record.get("phase") != "Running":
+            # Deleted while running: the step that ran has ended; undo what was changed, then let it go.
+            fail(ctx, Reason.DELETION_REQUESTED, f"CoaiMigration {ctx.name} was deleted before {name}",
+                 policy="Automatic")
+            return 0.0 if ctx.status.get("phase") == "RollingBack" else None
         if record.get("phase") != "Running":
             record.update(phase="Running", startedAt=now_rfc3339())
         ctx.status["currentStep"] = name
@@ -201,6 +206,10 @@ def wait_for_lock(ctx: Ctx, holder: str) -> float:
 
 def begin(ctx: Ctx) -> float | None:
     """Wait for the lock to be free, plan, take the lock, lay out the steps."""
+    if ctx.deleting:
+        ctx.status.update(startedAt=ctx.status.get("startedAt") or now_rfc3339(), completedAt=now_rfc3339())
+        set_phase(ctx, "Failed", Reason.DELETION_REQUESTED, "deleted before it started. Nothing was changed.")
+        return None
     holder = lock_holder(ctx.instance)
     if holder and holder != ctx.name and \
             ctx.kube.get(constants.API_VERSION, constants.MIGRATION_KIND, ctx.namespace, holder) is not None:
