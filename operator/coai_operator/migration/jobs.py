@@ -15,7 +15,7 @@ from typing import Any
 
 from coai_operator import constants
 from coai_operator.instance.spec import Names, with_defaults
-from coai_operator.migration import names
+from coai_operator.migration import names, testfaults
 from coai_operator.migration.model import StepName
 from coai_operator.migration.names import (  # noqa: F401  (backup_location: re-exported)
     BACKUP_MOUNT,
@@ -183,10 +183,10 @@ def build_job(migration: Mapping[str, Any], instance: Mapping[str, Any], step: s
     }
     if deadline:
         job_spec["activeDeadlineSeconds"] = int(deadline)
-    return {
+    return testfaults.apply_fault({
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {"name": name, "namespace": meta["namespace"], "labels": labels,
                      "ownerReferences": [owner_reference(migration)]},
         "spec": job_spec,
-    }
+    }, migration, step)

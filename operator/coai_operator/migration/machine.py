@@ -21,7 +21,7 @@ from coai_operator import constants
 from coai_operator.bundles import load_bundle
 from coai_operator.conditions import now_rfc3339
 from coai_operator.kube import Kube, KubeError
-from coai_operator.migration import jobs, planner
+from coai_operator.migration import jobs, planner, testfaults
 from coai_operator.migration.context import Ctx
 from coai_operator.migration.jobsteps import run_job_step
 from coai_operator.migration.lock import acquire_lock, lock_holder, release_lock
@@ -83,6 +83,8 @@ def start_rollback(ctx: Ctx, todo: tuple[str, ...], message: str) -> None:
 
 def run_step(ctx: Ctx, name: str) -> StepOutcome:
     step = STEPS[name]
+    if testfaults.api_error(ctx.migration, name):
+        raise KubeError(503, "ServiceUnavailable", f"{name}: injected API error (test hook)")
     deadline = deadline_seconds(ctx.spec, step)
     started = step_started_at(ctx, name)
     elapsed = seconds_since(started) if started else 0.0
