@@ -100,7 +100,8 @@ def test_config_rules_of_2_0() -> None:
     rules = BUNDLE.hops["1.9.0-to-2.0.0"].config
     assert rules.rename == {"JWT_SECRET": "SECRET", "OPENAI_KEY": "OPENAI_API_KEY"}
     assert rules.set == {"RBAC_ENABLED": "true", "MFA_ENABLED": "false", "API_VERSION": "v2",
-                         "HEALTH_CHECK_ENABLED": "true", "METRICS_ENABLED": "true"}
+                         "HEALTH_CHECK_ENABLED": "true", "METRICS_ENABLED": "true", "JWT_ALGORITHM": "RS256",
+                         "JWT_PUBLIC_KEY_FILE": "/certs/public.pem", "JWT_PRIVATE_KEY_FILE": "/certs/private.pem"}
     assert set(rules.remove) == {"LEGACY_AUTH_ENABLED", "OLD_API_FORMAT"}
     assert BUNDLE.hops["1.8.0-to-1.9.0"].config.set["OCR_LANGUAGES"] == "eng,fra,deu,spa"
 

@@ -269,3 +269,37 @@ def test_deleting_a_migration_that_waits_for_the_lock_ends_it_with_nothing_chang
     world.get("CoaiMigration", "to-2")["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
     status = world.run()
     assert status["phase"] == "Failed" and "Nothing was changed" in status["message"], status
+
+
+# --- the seed's 2.0 authentication: an RS256 key pair in a Secret mounted at /certs -------------
+
+def test_a_migration_to_2_0_generates_the_rs256_key_pair_and_its_rollback_removes_it() -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    world = World().setup(validation={"enabled": False})
+    assert world.run()["phase"] == "Succeeded"
+    instance = world.get("CoaiInstance", "chat")
+    assert instance["spec"]["certs"] == {"secretRef": {"name": "chat-jwt-keys"}}
+    config = instance["spec"]["config"]
+    assert (config["JWT_ALGORITHM"], config["JWT_PUBLIC_KEY_FILE"], config["JWT_PRIVATE_KEY_FILE"]) == \
+        ("RS256", "/certs/public.pem", "/certs/private.pem")
+    keys = world.get("Secret", "chat-jwt-keys")["data"]
+    import base64
+    private = serialization.load_pem_private_key(base64.b64decode(keys["private.pem"]), password=None)
+    public = serialization.load_pem_public_key(base64.b64decode(keys["public.pem"]))
+    assert private.public_key().public_numbers() == public.public_numbers()
+    assert keys["private.pem"] not in str(world.events) and keys["private.pem"] not in str(world.status())
+
+    world.get("CoaiMigration", "to-2")["spec"]["rollback"] = {"requested": True}
+    assert world.run()["phase"] == "RolledBack"
+    instance = world.get("CoaiInstance", "chat")
+    assert "certs" not in instance["spec"] and "JWT_ALGORITHM" not in instance["spec"]["config"]
+    assert world.get("Secret", "chat-jwt-keys") is None
+
+
+def test_an_instance_with_its_own_certs_keeps_them() -> None:
+    world = World().setup(validation={"enabled": False})
+    world.get("CoaiInstance", "chat")["spec"]["certs"] = {"secretRef": {"name": "mine"}}
+    assert world.run()["phase"] == "Succeeded"
+    assert world.get("CoaiInstance", "chat")["spec"]["certs"] == {"secretRef": {"name": "mine"}}
+    assert world.get("Secret", "chat-jwt-keys") is None

@@ -8,6 +8,7 @@ from coai_operator.bundles import load_bundle
 from coai_operator.bundles.config_migration import ConfigRulesError
 from coai_operator.domain.versions import Hop, Version
 from coai_operator.kube import KubeError
+from coai_operator.migration import certs
 from coai_operator.migration.context import Ctx
 from coai_operator.migration.instance_writes import patch_instance_spec, set_maintenance
 from coai_operator.migration.model import Obj, Outcome, StepOutcome
@@ -145,8 +146,13 @@ def config_migration(ctx: Ctx) -> StepOutcome:
         plan = migrated_config(snap, config_rules(ctx))
     except ConfigRulesError as exc:
         return StepOutcome(FAILED, f"spec.configMigration: {exc}")
-    config_patch = map_merge_patch((ctx.instance.get("spec") or {}).get("config") or {}, plan.config)
-    patch_instance_spec(ctx, {"config": config_patch} if config_patch else {})
+    spec = ctx.instance.get("spec") or {}
+    config_patch = map_merge_patch(spec.get("config") or {}, plan.config)
+    patch: Obj = {"config": config_patch} if config_patch else {}
+    new_certs = certs.ensure_key_pair(ctx, plan.config, snap.certs)
+    if new_certs and spec.get("certs") != new_certs:
+        patch["certs"] = new_certs
+    patch_instance_spec(ctx, patch)
     if snap.secret_name:
         restore_secret(ctx, snap.secret_name, plan.secret)
     message = "; ".join(plan.changes) if plan.changes else "no config changes on this path"
@@ -198,7 +204,10 @@ def rollback_config(ctx: Ctx) -> StepOutcome:
     maintenance = maintenance_patch(spec, snap)
     if maintenance:
         patch["maintenance"] = maintenance
+    if spec.get("certs") != snap.certs:
+        patch["certs"] = snap.certs  # None removes what the migration added
     patch_instance_spec(ctx, patch)
+    certs.remove_generated(ctx)
     if snap.secret_name:
         restore_secret(ctx, snap.secret_name, snap.secret)
     ctx.event("ConfigRestored", f"CoaiInstance {ctx.instance_name} config, Secret and version {snap.version} "
