@@ -57,7 +57,17 @@ def test_bug7_a_tick_that_changes_nothing_logs_nothing(caplog: pytest.LogCapture
 
 
 def test_bug5_the_loop_honours_the_delay_the_machine_asks_for() -> None:
+    import asyncio
+
     delays = iter([0.0, 2.0, 5.0, None])
     waits: list[float] = []
-    handlers.drive(lambda: next(delays), wait=lambda s: waits.append(s) or len(waits) > 3)
+
+    async def step() -> float | None:
+        return next(delays)
+
+    async def wait(seconds: float) -> bool:
+        waits.append(seconds)
+        return len(waits) > 3
+
+    asyncio.run(handlers.drive(step, wait))
     assert waits == [handlers.MIN_DELAY, 2.0, 5.0, handlers.IDLE_SECONDS]

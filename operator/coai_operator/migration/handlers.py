@@ -14,9 +14,10 @@ way, holds the deletion until then, also across operator restarts).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import kopf
@@ -42,11 +43,15 @@ def needs_work(body: kopf.Body, **_: Any) -> bool:
         not (body.get("metadata") or {}).get("deletionTimestamp")
 
 
-def drive(step: Callable[[], float | None], wait: Callable[[float], bool]) -> None:
-    """Call `step` until `wait` says stop, waiting as long as each step asks (None: finished)."""
+def next_wait(delay: float | None) -> float:
+    """How long to sleep after a tick that asked for `delay` (None: the migration is finished)."""
+    return max(MIN_DELAY, delay) if delay is not None else IDLE_SECONDS
+
+
+async def drive(step: Callable[[], Awaitable[float | None]], wait: Callable[[float], Awaitable[Any]]) -> None:
+    """Call `step` until `wait` says stop, sleeping as long as each step asks."""
     while True:
-        delay = step()
-        if wait(max(MIN_DELAY, delay) if delay is not None else IDLE_SECONDS):
+        if await wait(next_wait(await step())):
             return
 
 
@@ -79,9 +84,11 @@ def advance_once(namespace: str, name: str, logger: logging.Logger | logging.Log
 
 
 @kopf.daemon(*RESOURCE, id="migration", when=needs_work, cancellation_timeout=None)
-def migration_daemon(body: kopf.Body, stopped: kopf.DaemonStopped, logger: logging.Logger, **_: Any) -> None:
+async def migration_daemon(body: kopf.Body, stopped: kopf.DaemonStopped, logger: logging.Logger, **_: Any) -> None:
+    # Async, so a waiting migration holds no thread of kopf's small executor; each tick runs in a
+    # thread of its own (asyncio.to_thread copies the context kopf.event needs).
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-    drive(lambda: advance_once(namespace, name, logger), stopped.wait)
+    await drive(lambda: asyncio.to_thread(advance_once, namespace, name, logger), stopped.wait)
 
 
 def _running(body: kopf.Body, **_: Any) -> bool:
