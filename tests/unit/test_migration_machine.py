@@ -294,7 +294,9 @@ def test_a_migration_to_2_0_generates_the_rs256_key_pair_and_its_rollback_remove
     assert world.run()["phase"] == "RolledBack"
     instance = world.get("CoaiInstance", "chat")
     assert "certs" not in instance["spec"] and "JWT_ALGORITHM" not in instance["spec"]["config"]
-    assert world.get("Secret", "chat-jwt-keys") is None
+    # The operator may not delete Secrets: the unused pair stays, owned by (and deleted with) the instance.
+    owners = world.get("Secret", "chat-jwt-keys")["metadata"]["ownerReferences"]
+    assert [(o["kind"], o["name"]) for o in owners] == [("CoaiInstance", "chat")]
 
 
 def test_an_instance_with_its_own_certs_keeps_them() -> None:

@@ -3,8 +3,10 @@ files in /certs, and a certs volume in its compose file).
 
 When the migrated config selects RS256 with key files under /certs and the instance has no
 `spec.certs`, ConfigMigration generates a key pair into a Secret `<instance>-jwt-keys` (never
-logged, never in a status, an Event or a ConfigMap) and points `spec.certs` at it; the rollback
-sets `spec.certs` back as the snapshot has it and deletes the Secret this migration created.
+logged, never in a status, an Event or a ConfigMap; owned by the instance, so it goes with it) and
+points `spec.certs` at it; the rollback sets `spec.certs` and the config back as the snapshot has
+them. The operator may never delete Secrets (RBAC), so the unused key Secret stays until the
+instance goes; a later migration to 2.0 reuses it.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from coai_operator import constants
 from coai_operator.kube import KubeError
 from coai_operator.migration.context import Ctx
-from coai_operator.migration.names import CERTS_MOUNT
+from coai_operator.migration.names import CERTS_MOUNT, owner_reference
 
 Obj = dict[str, Any]
 ALGORITHM_KEY = "JWT_ALGORITHM"
@@ -54,7 +56,8 @@ def key_secret(ctx: Ctx, config: Mapping[str, str]) -> Obj:
         "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
         "metadata": {"name": secret_name(ctx.instance_name), "namespace": ctx.namespace,
                      "labels": {**constants.labels(ctx.instance_name, "jwt-keys"), LABEL_MIGRATION: ctx.name},
-                     "annotations": {ANNOTATION_UID: ctx.migration["metadata"]["uid"]}},
+                     "annotations": {ANNOTATION_UID: ctx.migration["metadata"]["uid"]},
+                     "ownerReferences": [owner_reference(ctx.instance or {})]},
         "data": {name: base64.b64encode(value).decode() for name, value in files.items()},
     }
 
@@ -71,10 +74,3 @@ def ensure_key_pair(ctx: Ctx, config: Mapping[str, str], current_certs: Obj | No
         if exc.status != 409:  # 409: an earlier run of this step created it
             raise
     return {"secretRef": {"name": secret_name(ctx.instance_name)}}
-
-
-def remove_generated(ctx: Ctx) -> None:
-    """Delete the key pair Secret if this migration generated it (never one a person made)."""
-    secret = ctx.kube.get("v1", "Secret", ctx.namespace, secret_name(ctx.instance_name))
-    if secret and (secret["metadata"].get("annotations") or {}).get(ANNOTATION_UID) == ctx.migration["metadata"]["uid"]:
-        ctx.kube.delete("v1", "Secret", ctx.namespace, secret_name(ctx.instance_name))

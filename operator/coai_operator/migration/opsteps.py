@@ -207,7 +207,6 @@ def rollback_config(ctx: Ctx) -> StepOutcome:
     if spec.get("certs") != snap.certs:
         patch["certs"] = snap.certs  # None removes what the migration added
     patch_instance_spec(ctx, patch)
-    certs.remove_generated(ctx)
     if snap.secret_name:
         restore_secret(ctx, snap.secret_name, snap.secret)
     ctx.event("ConfigRestored", f"CoaiInstance {ctx.instance_name} config, Secret and version {snap.version} "
