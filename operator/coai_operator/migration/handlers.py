@@ -79,7 +79,8 @@ def advance_once(namespace: str, name: str, logger: logging.Logger | logging.Log
         with contextlib.suppress(LookupError):  # no kopf context: not running inside the operator
             kopf.event(after, type=type_, reason=reason, message=message)
         (logger.warning if type_ == "Warning" else logger.info)("%s: %s", reason, message)
-    logger.debug("migration tick: %s", kube.stats)
+    if events:
+        logger.debug("migration tick: %s", kube.stats)
     return delay
 
 

@@ -10,7 +10,7 @@ from coai_operator.migration.model import TERMINAL_PHASES, Obj, Phase, StepName,
 
 STATUS_KEYS = frozenset({
     "phase", "fromVersion", "toVersion", "path", "steps", "currentStep", "backup", "previous", "startedAt",
-    "completedAt", "message", "observedGeneration", "conditions", "preflight",
+    "completedAt", "message", "observedGeneration", "conditions",
 })
 
 
