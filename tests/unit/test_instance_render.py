@@ -48,6 +48,7 @@ FULL: Obj = {
     "resources": {"requests": {"cpu": "500m", "memory": "3Gi"}, "limits": {"memory": "4Gi"},
                   "claims": [{"name": "gpu", "request": "one"}]},
     "maintenance": {"enabled": False, "message": "back soon"},
+    "upgrade": {"policy": "Manual", "migration": {"backup": {"enabled": True}}},  # instance/upgrade.py
     "podSecurityContext": {"runAsNonRoot": False, "fsGroup": 2000},
     "securityContext": {"readOnlyRootFilesystem": True},
     "serviceAccountName": "coai-sa",

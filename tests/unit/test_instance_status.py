@@ -189,7 +189,8 @@ def test_transition_time_moves_only_when_the_status_flips() -> None:
 ])
 def test_conditions_are_kstatus_shaped(phase_input: Obj) -> None:
     status = compute({}, phase_input["dep"], problem=phase_input.get("problem"))
-    assert [c["type"] for c in status["conditions"]] == ["Degraded", "Progressing", "Ready", "Reconciling", "Stalled"]
+    assert [c["type"] for c in status["conditions"]] == ["Degraded", "Progressing", "Ready", "Reconciling", "Stalled",
+                                                         "UpgradePending"]
     by_type = {c["type"]: c["status"] for c in status["conditions"]}
     assert by_type["Stalled"] == by_type["Degraded"]  # kstatus: Stalled=True means Failed
     for c in status["conditions"]:
