@@ -61,6 +61,15 @@ def test_a_patch_release_is_an_image_change() -> None:
     assert (d.version, d.record, d.pending) == ("1.9.4", True, None)
 
 
+def test_a_line_without_bundle_migrations_changes_the_image_but_never_backwards() -> None:
+    d = up.decide(instance("3.12.0", deployed="3.11.2"), TABLE, [])
+    assert (d.version, d.record, d.pending) == ("3.12.0", True, None)
+    d = up.decide(instance("3.10.5", deployed="4.25.0"), TABLE, [])
+    assert (d.version, d.pending, d.refused) == ("4.25.0", "Downgrade", True)
+    d = up.decide(instance("3.11.2", deployed="2.0.0"), TABLE, [])  # off the bundle's table
+    assert (d.version, d.pending, d.refused) == ("2.0.0", "UnknownVersion", True)
+
+
 def test_an_instance_from_before_status_upgrade_uses_status_version() -> None:
     body = instance("2.0.0", deployed=None, status={"version": "1.9.0"})
     d = up.decide(body, TABLE, [], pending_for=60)

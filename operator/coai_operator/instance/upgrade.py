@@ -113,7 +113,14 @@ def decide(instance: Mapping[str, Any], table: CompatTable, migrations: Sequence
     if requested == deployed:
         return Decision(deployed)
     try:
-        plan = plan_path(Version.parse(deployed), Version.parse(requested), table, direct=True)
+        old, new = Version.parse(deployed), Version.parse(requested)
+        if table.get(old) is None and table.get(new) is None:
+            # A line the bundle has no migrations for (the real app's 3.x/4.x migrates its own
+            # schema at start): an image change, but never backwards.
+            if new < old:
+                raise DowngradeError(f"{new} is older than {old}: downgrades are refused")
+            return Decision(requested, record=True)
+        plan = plan_path(old, new, table, direct=True)
     except (DowngradeError, UnknownVersionError) as exc:
         return Decision(deployed, pending=exc.reason, refused=True,
                         message=f"spec.version {requested} is refused, {deployed} keeps running: {exc}")
