@@ -12,13 +12,10 @@ import os
 import signal
 import socket
 import subprocess
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from e2e.conftest import Cluster
@@ -139,26 +136,9 @@ class Flux:
         return actions
 
 
-@pytest.fixture(scope="session")
-def flux(cluster: Cluster) -> Iterator[Flux]:
-    running = Flux(cluster, Path(tempfile.mkdtemp(prefix="coai-flux-"))).start()
-    try:
-        yield running
-    finally:
-        running.stop()
-
-
-@pytest.fixture
-def git() -> Iterator[GitServer]:
-    server = GitServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def spec_writers(obj: dict[str, Any], allowed: tuple[str, ...] = (FLUX_MANAGER, "kubectl", "kubectl-client-side-apply",
-                                                                   "kubectl-edit", "e2e-selfheal")) -> list[str]:
+                                                                   "kubectl-edit", "kubectl-patch",
+                                                                   "e2e-selfheal")) -> list[str]:
     """Field managers other than Git's appliers that own a field of obj.spec (managedFields)."""
     writers = []
     for entry in obj["metadata"].get("managedFields") or []:
