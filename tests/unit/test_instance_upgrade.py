@@ -274,7 +274,9 @@ def test_deployed_version_and_config_rules() -> None:
     assert us.config_rules_patch(body, "m", []) == {"upgrade": {"configRules": None, "migration": "m"}}
 
 
-def test_merge_and_write_use_a_resource_version_precondition() -> None:
+def test_merge_and_write_use_a_resource_version_precondition(monkeypatch: pytest.MonkeyPatch) -> None:
+    woken: list[tuple[str, str]] = []
+    monkeypatch.setattr(us.reconcile, "reconcile_named", lambda ns, name, *_, **__: woken.append((ns, name)))
     body = instance("2.0.0")
     patch = us.merge(us.deployed_version_patch(body, "m", "2.0.0"), None,
                      us.hold_maintenance_patch(body, "m", "x"))
@@ -286,7 +288,10 @@ def test_merge_and_write_use_a_resource_version_precondition() -> None:
     assert args[:4] == (constants.API_VERSION, constants.INSTANCE_KIND, "ns", "chat")
     assert args[4] == {"metadata": {"resourceVersion": "42"}, "status": patch}
     assert kwargs == {"subresource": "status"}
-    assert us.write(kube, body, None) == body and len(kube.calls) == 1
+    assert woken == [("ns", "chat")]  # the instance controller renders the new status at once
+    assert us.write(kube, body, None) == body and len(kube.calls) == 1 and len(woken) == 1
+    us.write(kube, body, patch, wake=False)
+    assert len(woken) == 1
 
 
 def test_a_status_written_by_upgrade_state_drives_the_render() -> None:

@@ -6,7 +6,8 @@ precondition: a 409 means the instance changed since it was read; read it again 
 patch is computed from the wanted end state, so repeating one is harmless).
 
 Every patch also sets status.upgrade.migration, which tells the instance controller that this
-migration works through status (instance/upgrade.py: legacy_migration).
+migration works through status (instance/upgrade.py: legacy_migration). kopf wakes the instance
+controller on spec and metadata changes only, so `write` runs its reconcile right away.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from coai_operator import constants
 from coai_operator.bundles.config_migration import ConfigRules
+from coai_operator.instance import reconcile
 from coai_operator.kube import Kube
 
 Obj = dict[str, Any]
@@ -68,12 +70,15 @@ def merge(*patches: Obj | None) -> Obj | None:
     return {"upgrade": upgrade} if upgrade else None
 
 
-def write(kube: Kube, instance: Mapping[str, Any], patch: Obj | None) -> Obj:
-    """Send `patch` to the instance's status (409 if it changed since `instance` was read).
-    Returns the instance as it is now."""
+def write(kube: Kube, instance: Mapping[str, Any], patch: Obj | None, *, wake: bool = True) -> Obj:
+    """Send `patch` to the instance's status (409 if it changed since `instance` was read), then
+    let the instance controller render it (`wake`). Returns the instance as the write left it."""
     if patch is None:
         return dict(instance)
     meta = instance["metadata"]
     body = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": patch}
-    return kube.patch(constants.API_VERSION, constants.INSTANCE_KIND, meta["namespace"], meta["name"], body,
-                      subresource="status")
+    written = kube.patch(constants.API_VERSION, constants.INSTANCE_KIND, meta["namespace"], meta["name"], body,
+                         subresource="status")
+    if wake:
+        reconcile.reconcile_named(meta["namespace"], meta["name"], "status.upgrade written", coalesce=True)
+    return written
