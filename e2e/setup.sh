@@ -41,4 +41,6 @@ if [ ! -f "$stamp" ]; then
 fi
 
 .venv/bin/python e2e/localcluster/build_binaries.py >/dev/null
+# Flux's source-controller and kustomize-controller for e2e/test_gitops.py (cached by version).
+nice -n 10 .venv/bin/python e2e/localcluster/build_flux.py >/dev/null
 echo "setup ok: $(.venv/bin/python e2e/localcluster/build_binaries.py --print-dir)"

@@ -265,9 +265,55 @@ def test_graceful_manual_rollback_waits_for_the_request_and_exports_first(deploy
     steps = [s["name"] for s in status["steps"] if s["name"].startswith("Rollback")]
     assert steps == ["RollbackMaintenanceOn", "RollbackExport", "RollbackRestore", "RollbackConfig",
                      "RollbackRollout"]
-    export = pvc_dir(deployed, "chat-backup") / "graceful" / "post-migration" / "manifest.json"
+    backup_dir = status["backup"]["location"].rsplit("/", 1)[-1]  # /backup/<name>-<uid>: never a predecessor's
+    export = pvc_dir(deployed, "chat-backup") / backup_dir / "post-migration" / "manifest.json"
     assert json.loads(export.read_text())["rowCounts"]["users"] > 0
     assert table_checksums(deployed.db) == before
     instance = deployed.get("coai")
     assert not instance["status"].get("activeMigration") and instance["status"]["version"] == "1.8.0"
     assert not (instance["spec"].get("maintenance") or {}).get("enabled")
+
+
+def test_deleting_a_finished_migration_does_not_wait_for_the_operator(deployed: Deployed,
+                                                                      operator: OperatorProcess) -> None:
+    deployed.kubectl("apply", "-f", "-", input=migration_manifest("quick", "1.9.0", validation={"enabled": False}))
+    assert wait_phase(deployed, "quick", {"Succeeded", "Failed", "RolledBack"})["status"]["phase"] == "Succeeded"
+    wait_for(lambda: not deployed.get("cmig", "quick")["metadata"].get("finalizers"), timeout=30,
+             message="no finalizer left on a finished migration")
+    operator.stop()
+    try:
+        done = deployed.kubectl("delete", "cmig", "quick", "--timeout=20s", check=False)
+        assert done.returncode == 0, done.stderr
+        assert "quick" not in deployed.kubectl("get", "cmig", "-o", "name").stdout
+    finally:
+        operator.start()
+
+
+def test_deleting_a_running_migration_rolls_it_back_before_it_goes(deployed: Deployed) -> None:
+    db = deployed.db
+    before_tables, before_files = table_checksums(db), file_digests(deployed.storage_dir())
+    deployed.kubectl("apply", "-f", "-", input=migration_manifest(
+        "doomed", "2.0.0", storageMigration={"enabled": True}, validation={"enabled": False}))
+    wait_for(lambda: (deployed.get("cmig", "doomed").get("status") or {}).get("currentStep") in
+             ("ConfigMigration", "Migrate", "StorageMigration"), timeout=240, interval=0.2,
+             message="the migration is changing the instance")
+    deployed.kubectl("delete", "cmig", "doomed", "--wait=false")
+    reasons: set[str] = set()
+
+    def gone() -> bool:
+        found = deployed.kubectl("get", "cmig", "doomed", "-o", "json", check=False)
+        if found.returncode != 0:
+            return True
+        reasons.update(c.get("reason", "") for c in (json.loads(found.stdout).get("status") or {}).get("conditions")
+                       or [])
+        return False
+
+    wait_for(gone, timeout=300, interval=0.5, message="the deleted migration rolled back and went away")
+    assert table_checksums(db) == before_tables
+    assert file_digests(deployed.storage_dir()) == before_files
+    instance = deployed.get("coai")
+    assert instance["spec"]["version"] == "1.8.0" and not instance["status"].get("activeMigration")
+    assert secret_data(deployed, "coai-app") == APP_SECRET
+    events = json.loads(deployed.kubectl("get", "events", "--field-selector", "reason=DeletionRequested",
+                                         "-o", "json").stdout)["items"]
+    assert events, "the rollback says why it happened"

@@ -32,7 +32,8 @@ RULES = yaml.safe_load((Path(__file__).resolve().parent.parent / "charts" / "coa
 DENIED = [
     ("list", "secrets"), ("watch", "secrets"), ("delete", "secrets"), ("update", "secrets"),
     ("create", "pods"), ("delete", "pods"), ("create", "pods/exec"), ("create", "pods/portforward"),
-    ("delete", "jobs.batch"), ("update", "jobs.batch"), ("patch", "jobs.batch"),
+    # delete on Jobs is granted: a step Job whose pod never started is deleted when the step fails.
+    ("update", "jobs.batch"), ("patch", "jobs.batch"),
     ("create", "coaiinstances.coai.dev"), ("delete", "coaiinstances.coai.dev"),
     ("create", "coaimigrations.coai.dev"), ("delete", "coaimigrations.coai.dev"),
     ("create", "clusterroles.rbac.authorization.k8s.io"), ("create", "rolebindings.rbac.authorization.k8s.io"),

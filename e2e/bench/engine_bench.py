@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from coai_operator.bundles import load_bundle
+from coai_operator.domain.versions import Version
 from coai_operator.engine.dbconfig import DbConfig, connect, option_file
-from coai_operator.engine.versions import Version
 from e2e.bench.common import PYTHON, Report, Timed, log, run_timed
 from e2e.bench.lockprobe import TrxPoller, WriterProbe, attribute
 from e2e.localcluster.mariadb import LocalMariaDB

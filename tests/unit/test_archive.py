@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from coai_operator.domain.errors import RestoreError
 from coai_operator.engine.archive import clear_tree, extract_tar, scan_tar, tree_stats, write_tree_tar
 from coai_operator.engine.compress import GZIP, compressed_writer
-from coai_operator.engine.errors import RestoreError
 from coai_operator.engine.manifest import Artifact, Manifest
 from coai_operator.engine.restore import restore_backup
 

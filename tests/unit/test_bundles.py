@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from coai_operator.bundles import BundleError, load_bundle
-from coai_operator.engine.errors import PlanError
+from coai_operator.domain.errors import PlanError
+from coai_operator.domain.sqlsplit import SqlSplitError, split_statements
+from coai_operator.domain.versions import Version
 from coai_operator.engine.schema_state import detect_version
-from coai_operator.engine.sqlsplit import SqlSplitError, split_statements
-from coai_operator.engine.versions import Version
 
 BUNDLE = load_bundle()
 HOP_IDS = ["1.6.0-to-1.7.0", "1.7.0-to-1.8.0", "1.8.0-to-1.9.0", "1.9.0-to-2.0.0"]
@@ -100,7 +100,8 @@ def test_config_rules_of_2_0() -> None:
     rules = BUNDLE.hops["1.9.0-to-2.0.0"].config
     assert rules.rename == {"JWT_SECRET": "SECRET", "OPENAI_KEY": "OPENAI_API_KEY"}
     assert rules.set == {"RBAC_ENABLED": "true", "MFA_ENABLED": "false", "API_VERSION": "v2",
-                         "HEALTH_CHECK_ENABLED": "true", "METRICS_ENABLED": "true"}
+                         "HEALTH_CHECK_ENABLED": "true", "METRICS_ENABLED": "true", "JWT_ALGORITHM": "RS256",
+                         "JWT_PUBLIC_KEY_FILE": "/certs/public.pem", "JWT_PRIVATE_KEY_FILE": "/certs/private.pem"}
     assert set(rules.remove) == {"LEGACY_AUTH_ENABLED", "OLD_API_FORMAT"}
     assert BUNDLE.hops["1.8.0-to-1.9.0"].config.set["OCR_LANGUAGES"] == "eng,fra,deu,spa"
 

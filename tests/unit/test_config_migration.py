@@ -13,7 +13,7 @@ from coai_operator.bundles.config_migration import (
     migrate_config_and_secret,
     migrate_env,
 )
-from coai_operator.engine.versions import plan_path
+from coai_operator.domain.versions import plan_path
 
 BUNDLE = load_bundle()
 V2 = BUNDLE.hops["1.9.0-to-2.0.0"].config
@@ -39,12 +39,17 @@ def test_seed_2_0_migration() -> None:
         "API_VERSION": "v2",
         "HEALTH_CHECK_ENABLED": "true",
         "METRICS_ENABLED": "true",
+        "JWT_ALGORITHM": "RS256",
+        "JWT_PUBLIC_KEY_FILE": "/certs/public.pem",
+        "JWT_PRIVATE_KEY_FILE": "/certs/private.pem",
     }
     assert [(c.op, c.key) for c in changes] == [
         ("rename", "JWT_SECRET"), ("rename", "OPENAI_KEY"),
         ("remove", "LEGACY_AUTH_ENABLED"), ("remove", "OLD_API_FORMAT"),
         ("set", "RBAC_ENABLED"), ("set", "MFA_ENABLED"), ("set", "API_VERSION"),
-        ("set", "HEALTH_CHECK_ENABLED"), ("set", "METRICS_ENABLED"),
+        ("set", "HEALTH_CHECK_ENABLED"),
+        ("set", "JWT_ALGORITHM"), ("set", "JWT_PUBLIC_KEY_FILE"), ("set", "JWT_PRIVATE_KEY_FILE"),
+        ("set", "METRICS_ENABLED"),
     ]
     api = next(c for c in changes if c.key == "API_VERSION")
     assert (api.old_value, api.new_value) == ("v1", "v2")
@@ -138,7 +143,9 @@ def test_configmap_and_secret_keep_their_sides() -> None:
     result = migrate_config_and_secret(config, secret, V2)
     assert result.secret == {"SECRET": "jwt", "OPENAI_API_KEY": "sk"}
     assert result.config == {"MYSQL_HOST": "db", "API_VERSION": "v2", "RBAC_ENABLED": "true",
-                             "MFA_ENABLED": "false", "HEALTH_CHECK_ENABLED": "true", "METRICS_ENABLED": "true"}
+                             "MFA_ENABLED": "false", "HEALTH_CHECK_ENABLED": "true", "METRICS_ENABLED": "true",
+                             "JWT_ALGORITHM": "RS256", "JWT_PUBLIC_KEY_FILE": "/certs/public.pem",
+                             "JWT_PRIVATE_KEY_FILE": "/certs/private.pem"}
     assert result.config_changed and result.secret_changed
 
 

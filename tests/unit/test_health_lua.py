@@ -125,6 +125,10 @@ def _deployment(replicas: int, ready: int, *, observed: bool = True, deadline: b
     ("maintenance", {"deployment": _deployment(0, 0), "maintenance": True}, "Suspended"),
     ("missing Secret", {"deployment": None, "problem": Problem("SecretNotFound", "no Secret")},
      "Degraded"),
+    ("upgrade pending", {"deployment": _deployment(1, 1), "upgrade": instance_status.UpgradeView(
+        "Upgrading", "3.11.2 -> 4.0.0 needs a migration")}, "Progressing"),
+    ("upgrade refused", {"deployment": _deployment(1, 1), "upgrade": instance_status.UpgradeView(
+        "Downgrade", "spec.version 3.10.5 is refused", refused=True)}, "Degraded"),
 ])
 def test_health_of_what_the_instance_controller_writes(scenario: str, kwargs: dict[str, Any], expected: str) -> None:
     """The status the instance controller computes (instance/status.py), not a hand-written sample."""

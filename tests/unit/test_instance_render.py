@@ -31,6 +31,7 @@ FULL: Obj = {
     "image": "registry.example.com:5000/mirror/chatnio",
     "imagePullPolicy": "Always",
     "imagePullSecrets": [{"name": "pull"}],
+    "certs": {"secretRef": {"name": "chat-jwt-keys"}},
     "replicas": 3,
     "port": 8094,
     "healthPath": "/api/",
@@ -48,6 +49,7 @@ FULL: Obj = {
     "resources": {"requests": {"cpu": "500m", "memory": "3Gi"}, "limits": {"memory": "4Gi"},
                   "claims": [{"name": "gpu", "request": "one"}]},
     "maintenance": {"enabled": False, "message": "back soon"},
+    "upgrade": {"policy": "Manual", "migration": {"backup": {"enabled": True}}},  # instance/upgrade.py
     "podSecurityContext": {"runAsNonRoot": False, "fsGroup": 2000},
     "securityContext": {"readOnlyRootFilesystem": True},
     "serviceAccountName": "coai-sa",
@@ -393,3 +395,10 @@ def test_samples_are_valid_and_their_secrets_are_included(sample: str) -> None:
     # The upstream image runs as root: both samples carry the documented override.
     assert spec["podSecurityContext"]["runAsNonRoot"] is False
     r.render(spec, instances[0]["metadata"]["name"], "ns", {**OWNER, "metadata": {"name": "x", "uid": "u"}})
+
+
+def test_certs_secret_is_mounted_read_only_at_certs() -> None:
+    pod = r.render(FULL, "chat", "ns", OWNER).deployment["spec"]["template"]["spec"]
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "certs")
+    assert mount == {"name": "certs", "mountPath": "/certs", "readOnly": True}
+    assert {"name": "certs", "secret": {"secretName": "chat-jwt-keys", "defaultMode": 0o440}} in pod["volumes"]

@@ -189,7 +189,8 @@ def test_transition_time_moves_only_when_the_status_flips() -> None:
 ])
 def test_conditions_are_kstatus_shaped(phase_input: Obj) -> None:
     status = compute({}, phase_input["dep"], problem=phase_input.get("problem"))
-    assert [c["type"] for c in status["conditions"]] == ["Degraded", "Progressing", "Ready", "Reconciling", "Stalled"]
+    assert [c["type"] for c in status["conditions"]] == ["Degraded", "Progressing", "Ready", "Reconciling", "Stalled",
+                                                         "UpgradePending"]
     by_type = {c["type"]: c["status"] for c in status["conditions"]}
     assert by_type["Stalled"] == by_type["Degraded"]  # kstatus: Stalled=True means Failed
     for c in status["conditions"]:
@@ -198,3 +199,22 @@ def test_conditions_are_kstatus_shaped(phase_input: Obj) -> None:
         assert c["message"]
         assert c["lastTransitionTime"] == NOW
         assert c["observedGeneration"] == 4
+
+
+def test_a_render_bug_is_reported_as_an_operator_error_not_as_the_users_spec(monkeypatch) -> None:
+    from coai_operator.instance import reconcile as rec
+    from tests.unit.fakekube import FakeKube
+
+    def broken(*args, **kwargs):
+        raise KeyError("image")
+
+    monkeypatch.setattr(rec.r, "render", broken)
+    kube = FakeKube()
+    body = kube.put({"apiVersion": "coai.dev/v1alpha1", "kind": "CoaiInstance",
+                     "metadata": {"name": "chat", "namespace": "apps"},
+                     "spec": {"version": "1.8.0", "database": {"host": "db"}}})
+    rec.reconcile(body, kube)
+    status = kube.objects[("CoaiInstance", "apps", "chat")].get("status") or {}
+    reasons = {c["type"]: c.get("reason") for c in status.get("conditions") or []}
+    assert "OperatorError" in reasons.values(), status
+    assert "InvalidSpec" not in reasons.values()

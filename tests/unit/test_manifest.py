@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from coai_operator.engine.errors import EngineError
+from coai_operator.domain.errors import EngineError
 from coai_operator.engine.manifest import (
     Artifact,
     Manifest,

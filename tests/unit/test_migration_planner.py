@@ -10,7 +10,7 @@ import pytest
 from coai_operator.bundles import load_bundle
 from coai_operator.bundles.config_migration import ConfigRules
 from coai_operator.migration import jobs, planner
-from coai_operator.migration.machine import conditions_for, parse_result
+from coai_operator.migration.jobsteps import parse_result
 from coai_operator.migration.snapshot import (
     Snapshot,
     map_merge_patch,
@@ -18,6 +18,7 @@ from coai_operator.migration.snapshot import (
     snapshot_objects,
     take_snapshot,
 )
+from coai_operator.migration.status import conditions_for
 
 TABLE = load_bundle().table
 
@@ -102,7 +103,7 @@ def test_backup_job_mounts_backup_and_storage_and_keeps_the_password_secret() ->
     job = jobs.build_job(migration(), instance(), planner.BACKUP)
     pod = job["spec"]["template"]["spec"]
     container = pod["containers"][0]
-    assert container["args"][:4] == ["engine", "backup", "--dir", "/backup/to-2"]
+    assert container["args"][:4] == ["engine", "backup", "--dir", "/backup/to-2-m-1234"]
     claims = {v["name"]: v["persistentVolumeClaim"]["claimName"]
               for v in pod["volumes"] if "persistentVolumeClaim" in v}
     assert claims == {"backup": "chat-backup", "storage": "chat-storage"}
@@ -158,7 +159,7 @@ def test_config_migration_to_2_0_renames_secret_keys_on_the_secret_side() -> Non
     inst = instance(config={"LEGACY_AUTH_ENABLED": "true", "SITE": "x"}, secretRef={"name": "coai-app"})
     snap = take_snapshot(inst, "1.8.0", secret({"JWT_SECRET": "s" * 32, "OPENAI_KEY": "sk-1"}))
     rules = load_bundle().config_rules(
-        [h for h in __import__("coai_operator.engine.versions", fromlist=["plan_path"]).plan_path(
+        [h for h in __import__("coai_operator.domain.versions", fromlist=["plan_path"]).plan_path(
             "1.8.0", "2.0.0", TABLE).hops], {"set": {"SITE": "y"}})
     plan = migrated_config(snap, rules)
     assert plan.secret == {"SECRET": "s" * 32, "OPENAI_API_KEY": "sk-1"}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from coai_operator.bundles import load_bundle
-from coai_operator.engine.errors import PlanError
-from coai_operator.engine.versions import (
+from coai_operator.domain.errors import PlanError
+from coai_operator.domain.versions import (
     CompatTable,
     DowngradeError,
     Hop,

@@ -19,9 +19,9 @@ from typing import Any
 import yaml
 
 from coai_operator.bundles.config_migration import ConfigRules, merge_rules
-from coai_operator.engine.errors import EngineError
-from coai_operator.engine.sqlsplit import SqlSplitError, split_statements
-from coai_operator.engine.versions import CompatTable, Hop, LineInfo, Version, plan_path
+from coai_operator.domain.errors import EngineError
+from coai_operator.domain.sqlsplit import SqlSplitError, split_statements
+from coai_operator.domain.versions import CompatTable, Hop, LineInfo, Version, plan_path
 
 log = logging.getLogger(__name__)
 

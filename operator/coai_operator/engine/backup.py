@@ -25,11 +25,11 @@ from typing import Any
 
 import pymysql
 
+from coai_operator.domain.errors import BackupError, EngineError
 from coai_operator.engine import compress, testhooks
 from coai_operator.engine.archive import TreeStats, scan_tar, write_tree_tar
 from coai_operator.engine.dbconfig import DbConfig, option_file
 from coai_operator.engine.dbtools import child_env, find_tool, finish_tool, open_connection
-from coai_operator.engine.errors import BackupError, EngineError
 from coai_operator.engine.fsutil import CHUNK, atomic_output, fsync_dir
 from coai_operator.engine.manifest import (
     DATABASE,

@@ -21,8 +21,9 @@ from typing import Any
 
 import pymysql
 
+from coai_operator.domain.errors import EngineError
+from coai_operator.engine import testhooks
 from coai_operator.engine.dbconfig import ConfigError
-from coai_operator.engine.errors import EngineError
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "plan": ("coai_operator.engine.plan", "show the upgrade path from the database's version"),
@@ -84,6 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
+        if injected := testhooks.injected_failure():
+            raise EngineError(f"{injected} ({testhooks.FAIL}, a test hook)")
         result = importlib.import_module(args.module).run(args)
     except (EngineError, ConfigError, pymysql.err.MySQLError, OSError) as exc:
         reason = getattr(exc, "reason", "ConfigError" if isinstance(exc, ConfigError) else "Error")

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from coai_operator.engine.errors import EngineError
+from coai_operator.domain.errors import EngineError
 from coai_operator.engine.fsutil import CHUNK, HashingReader, HashingWriter, sha256_file
 
 GZIP = "gzip"

@@ -14,8 +14,8 @@ from typing import BinaryIO
 
 import pymysql
 
+from coai_operator.domain.errors import EngineError
 from coai_operator.engine.dbconfig import DbConfig, connect
-from coai_operator.engine.errors import EngineError
 
 _SECRET_MARKERS = ("PASSWORD", "SECRET", "API_KEY", "TOKEN")
 

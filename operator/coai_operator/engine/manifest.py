@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from coai_operator.engine.errors import EngineError
+from coai_operator.domain.errors import EngineError
 from coai_operator.engine.fsutil import atomic_write_bytes, sha256_file
 
 FORMAT_VERSION = 1

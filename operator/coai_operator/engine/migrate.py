@@ -13,8 +13,9 @@ import time
 from typing import Any
 
 from coai_operator.bundles import load_bundle
+from coai_operator.domain.errors import MigrationError, PlanError
+from coai_operator.domain.versions import Version, plan_path
 from coai_operator.engine.dbconfig import DbConfig, connect
-from coai_operator.engine.errors import MigrationError, PlanError
 from coai_operator.engine.plan import (
     SOURCE_INSPECTED,
     SOURCE_TRACKED,
@@ -24,7 +25,6 @@ from coai_operator.engine.plan import (
 )
 from coai_operator.engine.runner import DEFAULT_BATCH_SIZE, apply_hop, install_baseline, named_lock, record_version
 from coai_operator.engine.schema_state import ensure_tracking, read_state
-from coai_operator.engine.versions import Version, plan_path
 
 log = logging.getLogger(__name__)
 

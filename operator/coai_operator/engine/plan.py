@@ -11,10 +11,10 @@ import logging
 from typing import Any
 
 from coai_operator.bundles import Bundle, load_bundle
+from coai_operator.domain.errors import PlanError
+from coai_operator.domain.versions import Plan, UnknownVersionError, Version, plan_path
 from coai_operator.engine.dbconfig import DbConfig, connect
-from coai_operator.engine.errors import PlanError
 from coai_operator.engine.schema_state import SchemaState, detect_version, read_state
-from coai_operator.engine.versions import Plan, UnknownVersionError, Version, plan_path
 
 log = logging.getLogger(__name__)
 

@@ -27,11 +27,11 @@ from typing import Any
 
 import pymysql
 
+from coai_operator.domain.errors import RestoreError
 from coai_operator.engine import compress, testhooks
 from coai_operator.engine.archive import clear_tree, extract_tar, scan_tar, tree_stats
 from coai_operator.engine.dbconfig import DbConfig, connect, option_file
 from coai_operator.engine.dbtools import child_env, describe_db_error, find_tool, finish_tool, open_connection
-from coai_operator.engine.errors import RestoreError
 from coai_operator.engine.fsutil import CHUNK, sha256_file
 from coai_operator.engine.manifest import (
     DATABASE,

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import pymysql
 
 from coai_operator.bundles import Baseline, HopBundle, Step
-from coai_operator.engine.errors import MigrationError
+from coai_operator.domain.errors import MigrationError
 from coai_operator.engine.schema_state import PROGRESS_TABLE, TRACKING_TABLE, StepProgress
 
 log = logging.getLogger(__name__)

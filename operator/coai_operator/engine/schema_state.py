@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 import pymysql
 
-from coai_operator.engine.errors import PlanError
-from coai_operator.engine.versions import UnknownVersionError, Version
+from coai_operator.domain.errors import PlanError
+from coai_operator.domain.versions import UnknownVersionError, Version
 
 TRACKING_TABLE = "schema_migrations"
 PROGRESS_TABLE = "schema_migrations_progress"

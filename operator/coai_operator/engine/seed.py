@@ -17,13 +17,13 @@ from typing import Any
 import pymysql
 
 from coai_operator.bundles import load_bundle
+from coai_operator.domain.errors import EngineError
+from coai_operator.domain.versions import Version
 from coai_operator.engine import seedgen
 from coai_operator.engine.dbconfig import DbConfig, connect
-from coai_operator.engine.errors import EngineError
 from coai_operator.engine.migrate import positive_int
 from coai_operator.engine.runner import DEFAULT_BATCH_SIZE, apply_hop, install_baseline, named_lock
 from coai_operator.engine.schema_state import ensure_tracking, read_state
-from coai_operator.engine.versions import Version
 
 log = logging.getLogger(__name__)
 

@@ -40,11 +40,11 @@ from typing import Any
 
 import pymysql
 
+from coai_operator.domain.errors import MigrationError
 from coai_operator.engine import testhooks
 from coai_operator.engine.archive import walk_tree
 from coai_operator.engine.dbconfig import DbConfig
 from coai_operator.engine.dbtools import open_connection
-from coai_operator.engine.errors import MigrationError
 from coai_operator.engine.fsutil import CHUNK, fsync_dir
 
 log = logging.getLogger(__name__)

@@ -6,6 +6,8 @@
 - `COAI_ENGINE_PAUSE_CLIENT_SECONDS=<s>`: hold a running client tool (the dump of a backup, the
   load of a restore) for `s` seconds after its first chunk, so a test can inspect the child
   processes (their argv and environment) while they run.
+- `COAI_ENGINE_FAIL=<message>`: the command fails at once with that error, before touching
+  anything (the fault-matrix e2e puts it on one step's Job through the operator's test hooks).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import time
 
 CRASH_AFTER = "COAI_ENGINE_CRASH_AFTER"
 PAUSE_CLIENT = "COAI_ENGINE_PAUSE_CLIENT_SECONDS"
+FAIL = "COAI_ENGINE_FAIL"
 
 log = logging.getLogger(__name__)
 
@@ -32,3 +35,7 @@ def pause_client() -> None:
     seconds = os.environ.get(PAUSE_CLIENT)
     if seconds:
         time.sleep(float(seconds))
+
+
+def injected_failure() -> str | None:
+    return os.environ.get(FAIL) or None

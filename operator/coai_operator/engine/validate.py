@@ -38,9 +38,9 @@ from typing import Any
 
 import pymysql
 
+from coai_operator.domain.errors import ValidationError
 from coai_operator.engine.dbconfig import ConfigError, DbConfig, connect
 from coai_operator.engine.dbtools import describe_db_error
-from coai_operator.engine.errors import ValidationError
 from coai_operator.engine.manifest import ManifestError, read_manifest
 from coai_operator.engine.rowcounts import count_rows, list_tables, schema_version
 

@@ -11,16 +11,19 @@ lock (status.activeMigration, which only the migration controller writes).
 
 from __future__ import annotations
 
+import datetime
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from coai_operator import constants, events
+from coai_operator.bundles import load_bundle
 from coai_operator.conditions import get_condition
 from coai_operator.instance import render as r
 from coai_operator.instance import status as st
+from coai_operator.instance import upgrade as up
 from coai_operator.instance.spec import Names, Problem, Spec, maintenance, secret_refs, validate, with_defaults
 from coai_operator.kube import Kube, KubeError, RequestStats, apply, describe
 
@@ -121,8 +124,9 @@ def reconcile(body: Mapping[str, Any], kube: Kube) -> Outcome:
     if meta.get("deletionTimestamp"):
         outcome.skipped = "being deleted"
         return outcome
-    spec = with_defaults(body.get("spec"))
     current = dict(body.get("status") or {})
+    decision = decide_upgrade(kube, body)
+    spec = with_defaults(up.effective_spec(body.get("spec") or {}, current, decision.version))
 
     problem = validate(spec)
     deployment: Obj | None = None
@@ -137,8 +141,10 @@ def reconcile(body: Mapping[str, Any], kube: Kube) -> Outcome:
     if problem is None:
         try:
             rendered = r.render(spec, name, namespace, owner=body)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a shape the CRD schema should have refused
-            problem = Problem("InvalidSpec", f"the spec cannot be rendered: {type(exc).__name__}: {exc}")
+        except Exception as exc:  # validate() accepted the spec: a failure here is a bug of the operator
+            log.exception("rendering CoaiInstance %s/%s failed", namespace, name)
+            problem = Problem("OperatorError", f"the operator failed to render this spec ({type(exc).__name__}: "
+                                               f"{exc}); this is an operator bug, please report it with the spec")
     if rendered is not None:
         deployment, errors = _apply_children(kube, body, rendered, outcome)
         applied = True
@@ -157,9 +163,11 @@ def reconcile(body: Mapping[str, Any], kube: Kube) -> Outcome:
         problem=problem,
         maintenance=maintenance(spec),
         maintenance_message=spec["maintenance"].get("message"),
+        upgrade=st.UpgradeView(decision.pending, decision.message, decision.refused),
     )
-    patch = st.patch(current, desired)
-    if patch is not None:
+    patch = {**(st.patch(current, desired) or {}), **up.status_fields(decision, body.get("spec") or {}, current)}
+    outcome.retry = outcome.retry or decision.pending is not None
+    if patch:
         try:
             kube.patch(constants.API_VERSION, constants.INSTANCE_KIND, namespace, name, {"status": patch},
                        subresource="status")
@@ -170,6 +178,36 @@ def reconcile(body: Mapping[str, Any], kube: Kube) -> Outcome:
     outcome.phase = str(desired["phase"])
     outcome.problem = problem
     return outcome
+
+
+def decide_upgrade(kube: Kube, body: Mapping[str, Any]) -> up.Decision:
+    """What version to deploy (upgrade.decide), creating an Automatic upgrade's CoaiMigration."""
+    status = body.get("status") or {}
+    spec_version = str((body.get("spec") or {}).get("version"))
+    if up.deployed_version(status) in (None, spec_version) or up.legacy_migration(status):
+        return up.decide(body, load_bundle().table, [])  # no version change: no API call
+    try:
+        migrations = kube.list(constants.API_VERSION, constants.MIGRATION_KIND, body["metadata"]["namespace"])
+    except KubeError as exc:
+        deployed = str(up.deployed_version(status))
+        return up.Decision(deployed, pending="Upgrading", message=f"cannot list CoaiMigrations: {exc.message}")
+    pending = get_condition(status.get("conditions"), "UpgradePending") or {}
+    since = pending.get("lastTransitionTime") if pending.get("status") == "True" else None
+    decision = up.decide(body, load_bundle().table, migrations, seconds_since(since) if since else None)
+    if decision.create is not None:
+        try:
+            kube.create(decision.create)
+            events.normal(body, "UpgradeStarted", f"Created CoaiMigration {decision.create['metadata']['name']} "
+                                                  f"(spec.upgrade.policy Automatic): {decision.message}")
+        except KubeError as exc:
+            if exc.status != 409:  # 409: created already; the next look finds it
+                return replace(decision, message=f"{decision.message}; creating it failed: {exc.message}")
+    return decision
+
+
+def seconds_since(timestamp: str) -> float:
+    then = datetime.datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    return (datetime.datetime.now(datetime.UTC) - then).total_seconds()
 
 
 class Serializer:

@@ -104,6 +104,10 @@ def configmap(spec: Spec, name: str, namespace: str, owner_refs: list[Obj] | Non
     }
 
 
+# The 2.0 RS256 JWT key pair (spec.certs), where the seed's compose file mounts its certs volume.
+CERTS_MOUNT = "/certs"
+
+
 def _secret_env(env_name: str, ref: Mapping[str, Any] | None) -> list[Obj]:
     if not isinstance(ref, Mapping) or not ref.get("name"):
         return []
@@ -150,6 +154,10 @@ def deployment(spec: Spec, name: str, namespace: str, owner_refs: list[Obj] | No
         "readinessProbe": _probe(spec, PROBE_TIMING),
         "livenessProbe": _probe(spec, PROBE_TIMING),
     }
+    certs = ((spec.get("certs") or {}).get("secretRef") or {}).get("name") if isinstance(spec.get("certs"), Mapping) \
+        else None
+    if certs:
+        container["volumeMounts"].append({"name": "certs", "mountPath": CERTS_MOUNT, "readOnly": True})
     if isinstance(spec.get("secretRef"), Mapping) and spec["secretRef"].get("name"):
         # Listed after the ConfigMap: a key in both takes the Secret's value.
         container["envFrom"].append({"secretRef": {"name": spec["secretRef"]["name"]}})
@@ -169,6 +177,8 @@ def deployment(spec: Spec, name: str, namespace: str, owner_refs: list[Obj] | No
         ],
         **_scheduling(spec, affinity=True),
     }
+    if certs:
+        pod_spec["volumes"].append({"name": "certs", "secret": {"secretName": certs, "defaultMode": 0o440}})
     if spec.get("serviceAccountName"):
         pod_spec["serviceAccountName"] = spec["serviceAccountName"]
     else:

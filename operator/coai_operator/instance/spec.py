@@ -155,6 +155,10 @@ def secret_refs(spec: Spec) -> list[tuple[str, str | None, str]]:
     secret_ref = spec.get("secretRef")
     if isinstance(secret_ref, dict) and secret_ref.get("name"):
         refs.append((secret_ref["name"], None, "spec.secretRef"))
+    certs = spec.get("certs")
+    certs_ref = certs.get("secretRef") if isinstance(certs, dict) else None
+    if isinstance(certs_ref, dict) and certs_ref.get("name"):
+        refs.append((certs_ref["name"], None, "spec.certs.secretRef"))
     return refs
 
 

@@ -63,6 +63,15 @@ def rollout(deployment: Mapping[str, Any] | None) -> Rollout:
     )
 
 
+@dataclass(frozen=True)
+class UpgradeView:
+    """The UpgradePending condition: reason None when spec.version is what is deployed."""
+
+    reason: str | None = None
+    message: str = ""
+    refused: bool = False  # cannot proceed without a change in Git (kstatus: Failed)
+
+
 DEGRADED_REASONS = frozenset({"ProgressDeadlineExceeded", "PodsUnavailable"})
 
 
@@ -102,6 +111,7 @@ def compute(
     maintenance: bool = False,
     maintenance_message: str | None = None,
     now: str | None = None,
+    upgrade: UpgradeView | None = None,
 ) -> Obj:
     """The owned status fields for what was observed.
 
@@ -119,6 +129,7 @@ def compute(
         conditions = set_condition(conditions, type_, status, reason, message, generation, now)
 
     rolling = False
+    upgrade = upgrade or UpgradeView()
     if problem is not None:
         phase, reason, message, available = "Degraded", problem.reason, problem.message, False
     else:
@@ -144,9 +155,20 @@ def compute(
         cond("Progressing", False, reason, message)
     degraded = problem is not None or reason in DEGRADED_REASONS
     cond("Degraded", degraded, reason if degraded else "AsExpected", message if degraded else "No problem found")
-    # kstatus (Flux, kpt, cli-utils) reads these "abnormal-true" conditions rather than Ready.
-    cond("Reconciling", rolling, "RollingOut" if rolling else "AsExpected", message if rolling else "Nothing to do")
-    cond("Stalled", degraded, reason if degraded else "AsExpected", message if degraded else "No problem found")
+    cond("UpgradePending", upgrade.reason is not None, upgrade.reason or "UpToDate",
+         upgrade.message or "spec.version is the version deployed")
+    # kstatus (Flux, kpt, cli-utils) reads these "abnormal-true" conditions rather than Ready: an
+    # upgrade under way is InProgress, a refused or failed one is Failed.
+    upgrading = upgrade.reason is not None and not upgrade.refused
+    if rolling or not upgrading:
+        cond("Reconciling", rolling, "RollingOut" if rolling else "AsExpected",
+             message if rolling else "Nothing to do")
+    else:
+        cond("Reconciling", True, str(upgrade.reason), upgrade.message)
+    if degraded or not upgrade.refused:
+        cond("Stalled", degraded, reason if degraded else "AsExpected", message if degraded else "No problem found")
+    else:
+        cond("Stalled", True, str(upgrade.reason), upgrade.message)
 
     status: Obj = {
         "phase": phase,

@@ -1,8 +1,23 @@
-"""CoaiMigration handlers (registered by importing this module). Thin: the machine does the work."""
+"""CoaiMigration handlers (registered by importing this module). Thin: the machine does the work.
+
+One kopf daemon per migration that still has work (filter `needs_work`): it calls `machine.tick`
+and sleeps for as long as the machine asks. Why a daemon and not a timer: a timer logs "Timer
+succeeded" on every tick, and a timer or daemon that always matches makes kopf keep a finalizer on
+every migration, so deleting even a finished one waits for the operator. With the filter, kopf
+stops the daemon and drops its finalizer as soon as the migration is finished; a requested rollback
+makes it match (and run) again.
+
+Deleting a running migration cancels it: the operator finishes the step that is running, rolls
+back what was changed, and only then lets the object go (the `on.delete` handler, filtered the same
+way, holds the deletion until then, also across operator restarts).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import kopf
@@ -12,56 +27,81 @@ from coai_operator.instance.reconcile import reconcile_named
 from coai_operator.kube import Kube, KubeError
 from coai_operator.migration import machine, planner
 
-TICK_SECONDS = 1.0
+MIN_DELAY = 0.5  # never spin, whatever the machine says
+IDLE_SECONDS = 60.0  # finished: the filter stops the daemon long before this
+ERROR_DELAY = 5.0
+RESOURCE = (constants.GROUP, constants.VERSION, constants.MIGRATION_PLURAL)
 
 
-def _needs_work(body: kopf.Body) -> bool:
+def needs_work(body: kopf.Body, **_: Any) -> bool:
     status = body.get("status") or {}
     if status.get("phase") not in planner.TERMINAL_PHASES:
         return True
     requested = ((body.get("spec") or {}).get("rollback") or {}).get("requested")
     rolled = any(s.get("name") in planner.ROLLBACK_STEPS for s in status.get("steps") or [])
-    return bool(requested) and not rolled and status.get("phase") != "RolledBack"
+    return bool(requested) and not rolled and status.get("phase") != "RolledBack" and \
+        not (body.get("metadata") or {}).get("deletionTimestamp")
 
 
-@kopf.timer(constants.GROUP, constants.VERSION, constants.MIGRATION_PLURAL, interval=TICK_SECONDS,
-            initial_delay=0, id="migration")
-def migration_tick(body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
-    """Advance one migration. Finished migrations cost nothing: no API call unless a rollback is requested."""
-    if not _needs_work(body):
-        return
-    kube = Kube()
+def next_wait(delay: float | None) -> float:
+    """How long to sleep after a tick that asked for `delay` (None: the migration is finished)."""
+    return max(MIN_DELAY, delay) if delay is not None else IDLE_SECONDS
+
+
+async def drive(step: Callable[[], Awaitable[float | None]], wait: Callable[[float], Awaitable[Any]]) -> None:
+    """Call `step` until `wait` says stop, sleeping as long as each step asks."""
+    while True:
+        if await wait(next_wait(await step())):
+            return
+
+
+def advance_once(namespace: str, name: str, logger: logging.Logger | logging.LoggerAdapter,
+                 kube: Kube | None = None) -> float | None:
+    """One tick: advance, post the Events of what changed, wake the instance when the lock is released."""
+    kube = kube or Kube()
     try:
-        # The watch may lag behind our own last status write: work from what the API has now.
-        migration = kube.get(constants.API_VERSION, constants.MIGRATION_KIND, body["metadata"]["namespace"],
-                             body["metadata"]["name"])
-        if migration is None:
-            return
-        status, events, _ = machine.reconcile(kube, migration)
+        before = kube.get(constants.API_VERSION, constants.MIGRATION_KIND, namespace, name)
+        if before is None:
+            return None
+        events, delay = machine.tick(kube, namespace, name)
+        after = kube.get(constants.API_VERSION, constants.MIGRATION_KIND, namespace, name) or before
     except KubeError as exc:
-        raise kopf.TemporaryError(f"API error: {exc.message}", delay=5) from exc
-    old = {k: v for k, v in (migration.get("status") or {}).items() if k in machine.STATUS_KEYS}
-    if status != old:
-        patch = {k: status.get(k) for k in set(old) | set(status) if old.get(k) != status.get(k)}
-        # resourceVersion: a concurrent writer (an older operator still shutting down) makes this a 409,
-        # and the next tick starts again from what the API has.
-        try:
-            kube.patch(constants.API_VERSION, constants.MIGRATION_KIND, body["metadata"]["namespace"],
-                       body["metadata"]["name"],
-                       {"metadata": {"resourceVersion": migration["metadata"]["resourceVersion"]}, "status": patch},
-                       subresource="status")
-        except KubeError as exc:
-            if exc.status != 409:
-                raise kopf.TemporaryError(f"API error: {exc.message}", delay=5) from exc
-            logger.info("status changed meanwhile; next tick continues from the stored state")
-            return
-    if status.get("phase") in planner.TERMINAL_PHASES and old.get("phase") not in planner.TERMINAL_PHASES:
+        logger.warning("API error, retrying in %.0fs: %s", ERROR_DELAY, exc.message)
+        return ERROR_DELAY
+    old_phase = (before.get("status") or {}).get("phase")
+    phase = (after.get("status") or {}).get("phase")
+    if phase in planner.TERMINAL_PHASES and old_phase not in planner.TERMINAL_PHASES:
         # The lock is released: a status change does not wake the instance controller (kopf reacts to
         # spec and metadata), so tell it now, or its phase would say Migrating until the drift check.
-        reconcile_named(body["metadata"]["namespace"], migration["spec"]["instanceRef"]["name"],
-                        f"CoaiMigration {body['metadata']['name']} {status['phase']}", coalesce=True)
+        reconcile_named(namespace, after["spec"]["instanceRef"]["name"], f"CoaiMigration {name} {phase}",
+                        coalesce=True)
     for type_, reason, message in events:
-        kopf.event(migration, type=type_, reason=reason, message=message)
-        log_fn = logger.warning if type_ == "Warning" else logger.info
-        log_fn("%s: %s", reason, message)
-    logger.debug("migration tick: %s", kube.stats)
+        with contextlib.suppress(LookupError):  # no kopf context: not running inside the operator
+            kopf.event(after, type=type_, reason=reason, message=message)
+        (logger.warning if type_ == "Warning" else logger.info)("%s: %s", reason, message)
+    if events:
+        logger.debug("migration tick: %s", kube.stats)
+    return delay
+
+
+@kopf.daemon(*RESOURCE, id="migration", when=needs_work, cancellation_timeout=None)
+async def migration_daemon(body: kopf.Body, stopped: kopf.DaemonStopped, logger: logging.Logger, **_: Any) -> None:
+    # Async, so a waiting migration holds no thread of kopf's small executor; each tick runs in a
+    # thread of its own (asyncio.to_thread copies the context kopf.event needs).
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    await drive(lambda: asyncio.to_thread(advance_once, namespace, name, logger), stopped.wait)
+
+
+def _running(body: kopf.Body, **_: Any) -> bool:
+    return (body.get("status") or {}).get("phase") not in planner.TERMINAL_PHASES
+
+
+@kopf.on.delete(*RESOURCE, id="migration-deletion", when=_running)
+def migration_deleted(body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
+    """Hold the deletion of a running migration until it has rolled back (or finished)."""
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    delay = advance_once(namespace, name, logger)
+    live = Kube().get(constants.API_VERSION, constants.MIGRATION_KIND, namespace, name)
+    if live is not None and (live.get("status") or {}).get("phase") not in planner.TERMINAL_PHASES:
+        raise kopf.TemporaryError("deletion waits for the rollback of this running migration",
+                                  delay=max(MIN_DELAY, delay or MIN_DELAY))

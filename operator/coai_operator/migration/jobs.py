@@ -9,34 +9,33 @@ runs under the restricted Pod Security profile unless `spec.jobTemplate` says ot
 from __future__ import annotations
 
 import copy
-import hashlib
 import os
 from collections.abc import Mapping
 from typing import Any
 
 from coai_operator import constants
 from coai_operator.instance.spec import Names, with_defaults
-from coai_operator.migration import planner
+from coai_operator.migration import names, testfaults
+from coai_operator.migration.model import StepName
+from coai_operator.migration.names import (  # noqa: F401  (backup_location: re-exported)
+    BACKUP_MOUNT,
+    BUNDLE_MOUNT,
+    STORAGE_MOUNT,
+    backup_location,
+    backup_pvc_name,
+    owner_reference,
+)
+from coai_operator.migration.steps import STEPS, JobInput, Step
 
 Obj = dict[str, Any]
 
-BACKUP_MOUNT = "/backup"
-STORAGE_MOUNT = "/storage"
-BUNDLE_MOUNT = "/bundle"
 RESULT_FILE = "/dev/termination-log"
 JOB_TTL_SECONDS = 7 * 24 * 3600
 LABEL_MIGRATION = f"{constants.GROUP}/migration"
 LABEL_STEP = f"{constants.GROUP}/step"
 
-STEP_SLUGS = {
-    planner.PREFLIGHT: "plan",
-    planner.BACKUP: "backup",
-    planner.MIGRATE: "migrate",
-    planner.STORAGE: "storage",
-    planner.VALIDATE: "validate",
-    planner.RB_EXPORT: "export",
-    planner.RB_RESTORE: "restore",
-}
+STEP_SLUGS = {s.name: s.slug for s in STEPS.values() if s.slug}
+
 
 RESTRICTED_POD_SECURITY: Obj = {
     "runAsNonRoot": True,
@@ -61,19 +60,7 @@ def engine_image(spec: Mapping[str, Any]) -> str:
 
 
 def job_name(migration: Mapping[str, Any], step: str) -> str:
-    """`<migration>-<step>-<5 hex of the uid>`: stable across operator restarts, unique per migration."""
-    meta = migration["metadata"]
-    suffix = hashlib.sha256(f"{meta['uid']}/{step}".encode()).hexdigest()[:5]
-    return f"{meta['name'][:45]}-{STEP_SLUGS[step]}-{suffix}"
-
-
-def backup_pvc_name(migration: Mapping[str, Any]) -> str:
-    pvc = ((migration.get("spec") or {}).get("backup") or {}).get("pvc") or {}
-    return str(pvc.get("name") or f"{migration['spec']['instanceRef']['name']}-backup")
-
-
-def backup_location(migration: Mapping[str, Any]) -> str:
-    return f"{BACKUP_MOUNT}/{migration['metadata']['name']}"
+    return names.job_name(migration, STEP_SLUGS[step])
 
 
 def backup_pvc(migration: Mapping[str, Any]) -> Obj:
@@ -98,17 +85,6 @@ def backup_pvc(migration: Mapping[str, Any]) -> Obj:
     }
 
 
-def owner_reference(obj: Mapping[str, Any]) -> Obj:
-    return {
-        "apiVersion": obj.get("apiVersion", constants.API_VERSION),
-        "kind": obj.get("kind", constants.MIGRATION_KIND),
-        "name": obj["metadata"]["name"],
-        "uid": obj["metadata"]["uid"],
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
-
-
 def database_env(instance_spec: Mapping[str, Any]) -> list[Obj]:
     db = with_defaults(copy.deepcopy(dict(instance_spec)))["database"]
     env: list[Obj] = [
@@ -124,70 +100,55 @@ def database_env(instance_spec: Mapping[str, Any]) -> list[Obj]:
     return env
 
 
-def engine_args(migration: Mapping[str, Any], instance: Mapping[str, Any], step: str) -> list[str]:
+def engine_args(migration: Mapping[str, Any], instance: Mapping[str, Any], step: str,
+                has_backup: bool = True) -> list[str]:
     """The `coai-operator engine ...` arguments of one step."""
+    definition = STEPS[step]
+    if definition.args is None:
+        raise ValueError(f"step {step} does not run a Job")
+    return definition.args(JobInput(migration, instance, has_backup))
+
+
+def _volumes(migration: Mapping[str, Any], step: Step, has_backup: bool) -> tuple[list[Obj], list[Obj]]:
     spec = migration["spec"]
-    target = str(spec["targetVersion"])
-    location = backup_location(migration)
-    include = [i for i in ((spec.get("backup") or {}).get("include") or ["database", "storage", "config"])
-               if i in ("database", "storage")]
-    bundle = ["--bundle-dir", BUNDLE_MOUNT] if (spec.get("migrations") or {}).get("configMapRef") else []
-    if step == planner.PREFLIGHT:
-        return ["plan", "--target", target, *bundle]
-    if step == planner.BACKUP:
-        return ["backup", "--dir", location, "--storage", STORAGE_MOUNT, "--include", ",".join(include),
-                "--label", f"pre-upgrade to {target}"]
-    if step == planner.MIGRATE:
-        return ["migrate", "--target", target, *bundle]
-    if step == planner.STORAGE:
-        return ["migrate-storage", "--storage", STORAGE_MOUNT]
-    if step == planner.RB_EXPORT:
-        return ["backup", "--dir", f"{location}/post-migration", "--storage", STORAGE_MOUNT,
-                "--include", ",".join(include), "--label", "post-migration export before rollback"]
-    if step == planner.RB_RESTORE:
-        return ["restore", "--dir", location, "--storage", STORAGE_MOUNT, "--include", ",".join(include)]
-    if step == planner.VALIDATE:
-        validation = spec.get("validation") or {}
-        inst_spec = with_defaults(copy.deepcopy(dict(instance.get("spec") or {})))
-        names = Names(instance["metadata"]["name"])
-        base_url = validation.get("baseURL") or (
-            f"http://{names.service}.{instance['metadata']['namespace']}.svc:{inst_spec['service']['port']}")
-        return ["validate", "--checks", ",".join(planner.validation_checks(spec)), "--base-url", base_url,
-                "--health-path", str(inst_spec.get("healthPath") or "/health"),
-                "--timeout", str(validation.get("timeoutSeconds") or 300),
-                "--manifest", f"{location}/manifest.json"]
-    raise ValueError(f"step {step} does not run a Job")
+    volumes: list[Obj] = [{"name": "tmp", "emptyDir": {}}]
+    mounts: list[Obj] = [{"name": "tmp", "mountPath": "/tmp"}]  # noqa: S108  (an emptyDir)
+    for volume in step.volumes:
+        if volume in ("backup", "backup-ro") and not has_backup:
+            continue
+        if volume in ("backup", "backup-ro"):
+            volumes.append({"name": "backup", "persistentVolumeClaim": {"claimName": backup_pvc_name(migration)}})
+            mounts.append({"name": "backup", "mountPath": BACKUP_MOUNT, "readOnly": volume == "backup-ro"})
+        elif volume == "storage":
+            volumes.append({"name": "storage", "persistentVolumeClaim": {
+                "claimName": Names(spec["instanceRef"]["name"]).storage_pvc}})
+            mounts.append({"name": "storage", "mountPath": STORAGE_MOUNT})
+        elif volume == "bundle":
+            bundle_ref = (spec.get("migrations") or {}).get("configMapRef") or {}
+            if bundle_ref.get("name"):
+                volumes.append({"name": "bundle", "configMap": {"name": bundle_ref["name"]}})
+                mounts.append({"name": "bundle", "mountPath": BUNDLE_MOUNT, "readOnly": True})
+    return volumes, mounts
 
 
-def build_job(migration: Mapping[str, Any], instance: Mapping[str, Any], step: str) -> Obj:
+def build_job(migration: Mapping[str, Any], instance: Mapping[str, Any], step: str, has_backup: bool = True,
+              deadline: int | None = None) -> Obj:
     spec = migration["spec"]
     meta = migration["metadata"]
     instance_name = spec["instanceRef"]["name"]
     template = spec.get("jobTemplate") or {}
-    args = engine_args(migration, instance, step)
+    definition = STEPS[step]
+    args = engine_args(migration, instance, step, has_backup)
 
     env = [*database_env(instance.get("spec") or {}),
            {"name": "COAI_RESULT_FILE", "value": RESULT_FILE},
            {"name": "COAI_MIGRATION", "value": meta["name"]},
            {"name": "HOME", "value": "/tmp"}]  # noqa: S108  (an emptyDir)
     api_key = (spec.get("validation") or {}).get("apiKeySecretRef") or {}
-    if step == planner.VALIDATE and api_key.get("name"):
+    if step == StepName.VALIDATE and api_key.get("name"):
         env.append({"name": "TEST_API_KEY", "valueFrom": {"secretKeyRef": {
             "name": api_key["name"], "key": api_key.get("key") or "api-key", "optional": True}}})
-
-    volumes: list[Obj] = [{"name": "tmp", "emptyDir": {}}]
-    mounts: list[Obj] = [{"name": "tmp", "mountPath": "/tmp"}]  # noqa: S108  (an emptyDir)
-    if step in (planner.BACKUP, planner.RB_EXPORT, planner.RB_RESTORE, planner.VALIDATE):
-        volumes.append({"name": "backup", "persistentVolumeClaim": {"claimName": backup_pvc_name(migration)}})
-        mounts.append({"name": "backup", "mountPath": BACKUP_MOUNT, "readOnly": step == planner.VALIDATE})
-    if step in (planner.BACKUP, planner.RB_EXPORT, planner.RB_RESTORE, planner.STORAGE):
-        volumes.append({"name": "storage",
-                        "persistentVolumeClaim": {"claimName": Names(instance_name).storage_pvc}})
-        mounts.append({"name": "storage", "mountPath": STORAGE_MOUNT})
-    bundle_ref = (spec.get("migrations") or {}).get("configMapRef") or {}
-    if bundle_ref.get("name") and step in (planner.PREFLIGHT, planner.MIGRATE):
-        volumes.append({"name": "bundle", "configMap": {"name": bundle_ref["name"]}})
-        mounts.append({"name": "bundle", "mountPath": BUNDLE_MOUNT, "readOnly": True})
+    volumes, mounts = _volumes(migration, definition, has_backup)
 
     container: Obj = {
         "name": "engine",
@@ -215,14 +176,17 @@ def build_job(migration: Mapping[str, Any], instance: Mapping[str, Any], step: s
     name = job_name(migration, step)
     labels = {**constants.labels(instance_name, "migration"), LABEL_MIGRATION: meta["name"],
               LABEL_STEP: STEP_SLUGS[step]}
-    return {
+    job_spec: Obj = {
+        "backoffLimit": int(spec.get("backoffLimit", 1)),
+        "ttlSecondsAfterFinished": JOB_TTL_SECONDS,
+        "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+    }
+    if deadline:
+        job_spec["activeDeadlineSeconds"] = int(deadline)
+    return testfaults.apply_fault({
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {"name": name, "namespace": meta["namespace"], "labels": labels,
                      "ownerReferences": [owner_reference(migration)]},
-        "spec": {
-            "backoffLimit": int(spec.get("backoffLimit", 1)),
-            "ttlSecondsAfterFinished": JOB_TTL_SECONDS,
-            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
-        },
-    }
+        "spec": job_spec,
+    }, migration, step)

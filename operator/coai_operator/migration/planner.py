@@ -8,44 +8,25 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from coai_operator.engine.errors import PlanError
-from coai_operator.engine.versions import CompatTable, Version, plan_path
+from coai_operator.domain.errors import PlanError
+from coai_operator.domain.versions import CompatTable, Version, plan_path
+from coai_operator.migration import model, steps
+from coai_operator.migration.model import StepName
 
-# Forward steps, in order. Each maps to the phase the migration reports while it runs.
-PREFLIGHT = "Preflight"
-BACKUP = "Backup"
-MAINTENANCE_ON = "MaintenanceOn"
-CONFIG = "ConfigMigration"
-MIGRATE = "Migrate"
-STORAGE = "StorageMigration"
-ROLLOUT = "Rollout"
-VALIDATE = "Validate"
-# Rollback steps.
-RB_MAINTENANCE = "RollbackMaintenanceOn"
-RB_EXPORT = "RollbackExport"
-RB_RESTORE = "RollbackRestore"
-RB_CONFIG = "RollbackConfig"
-RB_ROLLOUT = "RollbackRollout"
-
-STEP_PHASE = {
-    PREFLIGHT: "Planning",
-    BACKUP: "BackingUp",
-    MAINTENANCE_ON: "Migrating",
-    CONFIG: "Migrating",
-    MIGRATE: "Migrating",
-    STORAGE: "Migrating",
-    ROLLOUT: "Migrating",
-    VALIDATE: "Validating",
-}
-ROLLBACK_STEPS = (RB_MAINTENANCE, RB_EXPORT, RB_RESTORE, RB_CONFIG, RB_ROLLOUT)
-# Steps after which the database or files may differ from the backup.
-DATA_CHANGING = (MIGRATE, STORAGE)
-# Steps after which the CoaiInstance spec (config, version, maintenance) differs from the snapshot.
-SPEC_CHANGING = (MAINTENANCE_ON, CONFIG, ROLLOUT)
-
-TERMINAL_PHASES = frozenset({"Succeeded", "Failed", "RolledBack"})
+# Re-exported names: the steps themselves are declared in steps.py.
+PREFLIGHT, BACKUP, MAINTENANCE_ON, CONFIG = StepName.PREFLIGHT, StepName.BACKUP, StepName.MAINTENANCE_ON, \
+    StepName.CONFIG
+MIGRATE, STORAGE, ROLLOUT, VALIDATE = StepName.MIGRATE, StepName.STORAGE, StepName.ROLLOUT, StepName.VALIDATE
+RB_MAINTENANCE, RB_EXPORT, RB_RESTORE, RB_CONFIG, RB_ROLLOUT = (
+    StepName.RB_MAINTENANCE, StepName.RB_EXPORT, StepName.RB_RESTORE, StepName.RB_CONFIG, StepName.RB_ROLLOUT)
+ROLLBACK_STEPS = steps.ROLLBACK_STEPS
+# Steps after which the database or files may differ from the backup / the spec from the snapshot.
+DATA_CHANGING = tuple(s.name for s in steps.FORWARD if s.changes == "data")
+SPEC_CHANGING = tuple(s.name for s in steps.FORWARD if s.changes == "spec")
+TERMINAL_PHASES = model.TERMINAL_PHASES
 # Refusals that may clear up by themselves: the migration waits instead of failing.
 TRANSIENT_REFUSALS = frozenset({"InstanceNotFound", "InstanceNotReady", "InstanceProgressing"})
+validation_checks = steps.validation_checks
 
 
 class PlanRefused(PlanError):  # noqa: N818  (a refusal, reported as a condition reason)
@@ -66,12 +47,6 @@ class MigrationPlan:
     warnings: tuple[str, ...] = field(default=())
 
 
-def _enabled(section: Mapping[str, Any] | None, default: bool) -> bool:
-    if not section:
-        return default
-    return bool(section.get("enabled", default))
-
-
 def current_version(instance: Mapping[str, Any]) -> str:
     """The version the instance runs now: what it reports, which the operator last observed."""
     status = instance.get("status") or {}
@@ -87,26 +62,8 @@ def current_version(instance: Mapping[str, Any]) -> str:
     return str(running)
 
 
-def validation_checks(spec: Mapping[str, Any]) -> tuple[str, ...]:
-    validation = spec.get("validation") or {}
-    if not _enabled(validation, True):
-        return ()
-    return tuple(validation.get("checks") or ("database", "health", "dataIntegrity"))
-
-
 def forward_steps(spec: Mapping[str, Any]) -> tuple[str, ...]:
-    steps = [PREFLIGHT]
-    if _enabled(spec.get("backup"), True):
-        steps.append(BACKUP)
-    if _enabled(spec.get("maintenance"), True):
-        steps.append(MAINTENANCE_ON)
-    steps += [CONFIG, MIGRATE]
-    if _enabled(spec.get("storageMigration"), False):
-        steps.append(STORAGE)
-    steps.append(ROLLOUT)
-    if validation_checks(spec):
-        steps.append(VALIDATE)
-    return tuple(steps)
+    return tuple(s.name for s in steps.FORWARD if s.enabled(spec))
 
 
 def plan_migration(spec: Mapping[str, Any], instance: Mapping[str, Any] | None, table: CompatTable,
@@ -125,13 +82,18 @@ def plan_migration(spec: Mapping[str, Any], instance: Mapping[str, Any] | None, 
         raise PlanRefused(reason, str(exc)) from exc
     if path.noop and current == target:
         raise PlanRefused("AlreadyAtTarget", f"CoaiInstance {instance_name} already runs {target}; nothing to do")
+    warnings = list(path.warnings)
+    checks = validation_checks(spec)
+    if "dataIntegrity" in checks and StepName.BACKUP not in forward_steps(spec):
+        warnings.append("validation check dataIntegrity is skipped: backup is disabled, so there are no row counts "
+                        "to compare with")
     return MigrationPlan(
         from_version=current,
         to_version=target,
         path=tuple(h.id for h in path.hops),
         steps=forward_steps(spec),
-        checks=validation_checks(spec),
-        warnings=path.warnings,
+        checks=checks,
+        warnings=tuple(warnings),
     )
 
 
@@ -141,19 +103,13 @@ def rollback_steps(spec: Mapping[str, Any], started: Sequence[str], backup_done:
     spec_changed = any(s in started for s in SPEC_CHANGING)
     if not data_changed and not spec_changed:
         return ()
-    steps: list[str] = []
-    if data_changed:
-        steps.append(RB_MAINTENANCE)
-        graceful = (spec.get("rollback") or {}).get("mode") == "Graceful"
-        if graceful and backup_done:
-            steps.append(RB_EXPORT)
-        if backup_done:
-            steps.append(RB_RESTORE)
-    steps += [RB_CONFIG, RB_ROLLOUT]
-    return tuple(steps)
+    need = steps.RollbackNeed(data_changed=data_changed, backup_done=backup_done,
+                              graceful=(spec.get("rollback") or {}).get("mode") == "Graceful")
+    return tuple(s.name for s in steps.ROLLBACK if s.needed is not None and s.needed(need))
 
 
 def phase_for(step: str | None, rolling_back: bool) -> str:
     if rolling_back:
-        return "RollingBack"
-    return STEP_PHASE.get(step or "", "Planning")
+        return model.Phase.ROLLING_BACK
+    definition = steps.STEPS.get(step or "")
+    return definition.phase if definition else model.Phase.PLANNING

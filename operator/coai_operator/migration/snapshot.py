@@ -15,7 +15,7 @@ from typing import Any
 
 from coai_operator import constants
 from coai_operator.bundles.config_migration import ConfigRules, migrate_config_and_secret
-from coai_operator.migration.jobs import owner_reference
+from coai_operator.migration.names import owner_reference
 
 Obj = dict[str, Any]
 
@@ -30,11 +30,13 @@ class Snapshot:
     config: dict[str, str]
     secret_name: str | None
     secret: dict[str, str]  # decoded values
+    certs: Obj | None = None  # spec.certs (the 2.0 JWT key pair Secret), as it was
 
     def to_configmap_data(self) -> dict[str, str]:
         return {
             "instance.json": json.dumps({"version": self.version, "image": self.image,
-                                         "maintenance": self.maintenance, "secretName": self.secret_name},
+                                         "maintenance": self.maintenance, "secretName": self.secret_name,
+                                         "certs": self.certs},
                                         sort_keys=True),
             "config.json": json.dumps(self.config, sort_keys=True),
         }
@@ -50,6 +52,7 @@ class Snapshot:
             config=json.loads(data.get("config.json") or "{}"),
             secret_name=meta.get("secretName"),
             secret=decode_secret((secret or {}).get("data") or {}),
+            certs=meta.get("certs"),
         )
 
 
@@ -74,6 +77,7 @@ def take_snapshot(instance: Mapping[str, Any], version: str, secret: Mapping[str
         config={str(k): str(v) for k, v in (spec.get("config") or {}).items()},
         secret_name=(spec.get("secretRef") or {}).get("name"),
         secret=decode_secret((secret or {}).get("data") or {}),
+        certs=spec.get("certs"),
     )
 
 

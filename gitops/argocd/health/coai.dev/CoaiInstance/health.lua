@@ -7,6 +7,9 @@
 --   phase Degraded                                               -> Degraded
 --   phase Maintenance (spec.maintenance.enabled)                 -> Suspended
 --   no phase: the conditions (Degraded=True, Ready=True, else Progressing)
+--   UpgradePending=True (spec.version asks for an upgrade not done yet), before the phase:
+--     with Stalled=True (refused: downgrade, unknown version; or its migration failed) -> Degraded
+--     otherwise (a CoaiMigration is, or will be, running)                              -> Progressing
 --
 -- Lua 5.1 (Argo CD runs gopher-lua): no goto, no integer division, no string.format("%d").
 
@@ -50,8 +53,17 @@ local function health(o)
   local degraded = condition(status, "Degraded")
   local phase = status.phase
   local version = status.version or (o.spec and o.spec.version) or "?"
+  local upgrade = condition(status, "UpgradePending")
+  local stalled = condition(status, "Stalled")
 
-  if phase == "Ready" then
+  if upgrade ~= nil and upgrade.status == "True" and phase ~= "Degraded" then
+    if stalled ~= nil and stalled.status == "True" then
+      hs.status = "Degraded"
+    else
+      hs.status = "Progressing"
+    end
+    hs.message = text(upgrade, "An upgrade of CoAI " .. version .. " is pending")
+  elseif phase == "Ready" then
     hs.status = "Healthy"
     hs.message = text(ready, "CoAI " .. version .. " is ready")
   elseif phase == "Degraded" then

@@ -1,0 +1,300 @@
+"""GitOps end to end: Git owns the CoaiInstance spec, a version bump is a guarded upgrade.
+
+The two cases measured in issue 15 (a bump without a CoaiMigration; a CoaiMigration while a GitOps
+controller keeps re-applying the old version), then the same with real Flux (source-controller +
+kustomize-controller, e2e/flux.py) syncing a Git repository served on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+import yaml
+
+from coai_operator.engine.dbconfig import DbConfig, connect
+from coai_operator.engine.schema_state import read_state
+from e2e.conftest import Cluster, OperatorProcess
+from e2e.flux import Flux, spec_writers
+from e2e.gitserver import GitServer
+from e2e.helpers import wait_for
+from e2e.migration_support import (
+    APP_CONFIG,
+    APP_SECRET,
+    Deployed,
+    deploy_instance,
+    engine,
+    health_endpoint,
+    migration_manifest,
+    wait_phase,
+)
+
+Obj = dict[str, Any]
+END = {"Succeeded", "Failed", "RolledBack"}
+
+
+def schema_version(db: DbConfig) -> str | None:
+    conn = connect(db)
+    try:
+        recorded = read_state(conn, db.database).recorded_version()
+    finally:
+        conn.close()
+    return str(recorded) if recorded else None
+
+
+def image(deployed: Deployed) -> str:
+    return deployed.get("deployment")["spec"]["template"]["spec"]["containers"][0]["image"]
+
+
+def condition(obj: Obj, type_: str) -> Obj:
+    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == type_), {})
+
+
+def manifests(db: DbConfig, version: str, name: str = "chat", **spec: Any) -> list[Obj]:
+    """The Secrets and the CoaiInstance as a user keeps them in Git (what deploy_instance applies)."""
+    return [
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "coai-db"},
+         "stringData": {"password": db.password}},
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "coai-app"}, "stringData": APP_SECRET},
+        {"apiVersion": "coai.dev/v1alpha1", "kind": "CoaiInstance", "metadata": {"name": name},
+         "spec": {"version": version, "secretRef": {"name": "coai-app"}, "config": dict(APP_CONFIG),
+                  "database": {"host": db.host, "port": db.port, "name": db.database, "user": db.user,
+                               "passwordSecretRef": {"name": "coai-db"}}, **spec}},
+    ]
+
+
+@contextmanager
+def self_heal(cluster: Cluster, namespace: str, objs: list[Obj], every: float = 2.0) -> Iterator[list[str]]:
+    """What Argo CD selfHeal does: server-side apply the manifests again and again (own field manager)."""
+    stop, errors = threading.Event(), []
+    text = yaml.safe_dump_all(objs)
+
+    def loop() -> None:
+        while not stop.wait(every):
+            done = cluster.kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=e2e-selfheal",
+                                   "-n", namespace, "-f", "-", input=text, check=False)
+            if done.returncode:
+                errors.append(done.stderr[-500:])
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        yield errors
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+
+
+@contextmanager
+def consistency_watch(deployed: Deployed) -> Iterator[list[str]]:
+    """Samples (image, ready pods, schema) while an upgrade runs; lists every sample where ready
+    pods run an image of another release line than the database schema."""
+    stop, bad = threading.Event(), []
+
+    def loop() -> None:
+        while not stop.wait(0.5):
+            try:
+                dep = deployed.get("deployment")
+                schema = schema_version(deployed.db)
+            except (subprocess.CalledProcessError, OSError, ValueError):
+                continue
+            tag = dep["spec"]["template"]["spec"]["containers"][0]["image"].rsplit(":", 1)[-1]
+            ready = (dep.get("status") or {}).get("readyReplicas") or 0
+            if ready and schema and tag.split(".")[:2] != schema.split(".")[:2]:
+                bad.append(f"{ready} ready pod(s) of {tag} on schema {schema}")
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        yield bad
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+
+
+# --- the two measured cases, with a plain kubectl / self-heal loop ---------------------------------
+
+@pytest.fixture
+def at_1_9(cluster: Cluster, operator: OperatorProcess, namespace: str, db_config: DbConfig) -> Deployed:
+    return deploy_instance(cluster, namespace, db_config, version="1.9.0")
+
+
+def test_a_version_bump_without_a_migration_never_rolls_the_image(at_1_9: Deployed) -> None:
+    """Measured before: image :2.0.0 over schema 1.9.0, no backup, phase Ready, no warning."""
+    at_1_9.kubectl("patch", "coai", "chat", "--type=merge", "-p",
+                   json.dumps({"spec": {"version": "2.0.0", "upgrade": {"policy": "Manual"}}}))
+    pending = wait_for(lambda: condition(at_1_9.get("coai"), "UpgradePending") if condition(
+        at_1_9.get("coai"), "UpgradePending").get("status") == "True" else None, timeout=60,
+        message="UpgradePending")
+    assert pending["reason"] == "AwaitingMigration"
+    assert "targetVersion 2.0.0" in pending["message"]
+    instance = at_1_9.get("coai")
+    assert instance["status"]["version"] == "1.9.0" and instance["status"]["upgrade"]["version"] == "1.9.0"
+    assert image(at_1_9).endswith(":1.9.0") and schema_version(at_1_9.db) == "1.9.0"
+    assert condition(instance, "Reconciling")["status"] == "True"  # kstatus: in progress, not Current
+    assert not json.loads(at_1_9.kubectl("get", "cmig", "-o", "json").stdout)["items"]  # Manual: none created
+    assert spec_writers(instance) == []
+
+
+def test_a_downgrade_or_unknown_version_is_refused_and_nothing_rolls(at_1_9: Deployed) -> None:
+    for version, reason in (("1.8.0", "Downgrade"), ("7.0.0", "UnknownVersion")):
+        at_1_9.kubectl("patch", "coai", "chat", "--type=merge", "-p", json.dumps({"spec": {"version": version}}))
+        stalled = wait_for(lambda r=reason: c if (c := condition(at_1_9.get("coai"), "Stalled")).get(
+            "reason") == r else None, timeout=60, message=f"Stalled {reason}")
+        assert stalled["status"] == "True" and "1.9.0 keeps running" in stalled["message"]
+        assert image(at_1_9).endswith(":1.9.0")
+    assert schema_version(at_1_9.db) == "1.9.0"
+    assert not json.loads(at_1_9.kubectl("get", "cmig", "-o", "json").stdout)["items"]
+
+
+def test_a_version_bump_with_policy_automatic_runs_the_guarded_upgrade(at_1_9: Deployed) -> None:
+    with health_endpoint() as base_url, consistency_watch(at_1_9) as inconsistent:
+        at_1_9.kubectl("patch", "coai", "chat", "--type=merge", "-p", json.dumps({"spec": {
+            "version": "2.0.0", "upgrade": {"policy": "Automatic", "migration": {
+                "validation": {"baseURL": base_url, "checks": ["database", "health"]}}}}}))
+        mig = wait_phase(at_1_9, "chat-upgrade-2-0-0", END, timeout=420)
+    assert mig["status"]["phase"] == "Succeeded", json.dumps(mig["status"], indent=1)
+    assert mig["metadata"]["ownerReferences"][0]["name"] == "chat"
+    assert any(s["name"] == "Backup" and s["phase"] == "Succeeded" for s in mig["status"]["steps"])
+    wait_for(lambda: image(at_1_9).endswith(":2.0.0"), timeout=60, message="image 2.0.0")
+    assert schema_version(at_1_9.db) == "2.0.0"
+    assert inconsistent == []
+    instance = at_1_9.get("coai")
+    assert condition(instance, "UpgradePending")["status"] == "False"
+    assert spec_writers(instance) == []
+
+
+def test_a_migration_under_self_heal_ends_consistent(cluster: Cluster, at_1_9: Deployed) -> None:
+    """Measured before: Succeeded, "upgraded 1.9.0 -> 2.0.0", image :1.9.0 on schema 2.0.0."""
+    git_state = manifests(at_1_9.db, "1.9.0")
+    with health_endpoint() as base_url, self_heal(cluster, at_1_9.namespace, git_state) as errors, \
+            consistency_watch(at_1_9) as inconsistent:
+        at_1_9.kubectl("apply", "-f", "-", input=migration_manifest(
+            "to-2", "2.0.0", validation={"baseURL": base_url, "checks": ["database", "health"]}))
+        mig = wait_phase(at_1_9, "to-2", END, timeout=420)
+        # Git still says 1.9.0: the operator keeps 2.0.0 (a downgrade is refused) and says so.
+        stalled = wait_for(lambda: c if (c := condition(at_1_9.get("coai"), "Stalled")).get("reason") == "Downgrade"
+                           else None, timeout=60, message="spec.version 1.9.0 in Git reported")
+    assert errors == []
+    assert mig["status"]["phase"] == "Succeeded", json.dumps(mig["status"], indent=1)
+    assert image(at_1_9).endswith(":2.0.0") and schema_version(at_1_9.db) == "2.0.0"
+    assert "2.0.0 keeps running" in stalled["message"]
+    assert inconsistent == []
+    assert spec_writers(at_1_9.get("coai")) == []
+
+
+# --- real Flux ---------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def flux(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flux]:
+    running = Flux(cluster, tmp_path_factory.mktemp("flux")).start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def git() -> Iterator[GitServer]:
+    server = GitServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def from_git(cluster: Cluster, operator: OperatorProcess, namespace: str, db_config: DbConfig, flux: Flux,
+             git: GitServer) -> Iterator[tuple[Deployed, Flux, GitServer, str]]:
+    """CoaiInstance chat at 1.9.0 applied by Flux from Git, Ready, on a seeded 1.9.0 database;
+    spec.upgrade.migration validates against a local health endpoint."""
+    with health_endpoint() as base_url:
+        upgrade = {"migration": {"validation": {"baseURL": base_url, "checks": ["database", "health"]}}}
+        sha = git.commit({"app.yaml": manifests(db_config, "1.9.0", upgrade=upgrade)}, "CoAI 1.9.0")
+        flux.sync(namespace, git, health=[{"apiVersion": "coai.dev/v1alpha1", "kind": "CoaiInstance",
+                                           "name": "chat"}])
+        flux.wait_applied(namespace, sha, ready=True)
+        deployed = Deployed(cluster, namespace, "chat", db_config)
+        engine(db_config, "seed-data", "--version", "1.9.0", "--users", "20", "--conversations-per-user", "2",
+               "--files", "2", "--storage", str(deployed.storage_dir()), "--seed", "e2e")
+        yield deployed, flux, git, base_url
+
+
+def _bump(deployed: Deployed, repo: GitServer, base_url: str, version: str, extra: list[Obj] | None = None,
+          **spec: Any) -> str:
+    upgrade = {"migration": {"validation": {"baseURL": base_url, "checks": ["database", "health"]}}}
+    docs = manifests(deployed.db, version, upgrade=upgrade, **spec) + (extra or [])
+    return repo.commit({"app.yaml": docs}, f"CoAI {version}")
+
+
+def _no_drift(flux_: Flux, namespace: str) -> None:
+    """Flux's last applies found the instance as Git has it: the operator changed nothing of it."""
+    changes = flux_.applied_changes(namespace, "CoaiInstance", "chat")
+    assert changes and changes[-1] == "unchanged", changes
+
+
+def test_flux_a_commit_bumping_the_version_upgrades_guarded(from_git: tuple) -> None:
+    deployed, flux_, git_, base_url = from_git
+    with consistency_watch(deployed) as inconsistent:
+        sha = _bump(deployed, git_, base_url, "2.0.0")
+        mig = wait_phase(deployed, "chat-upgrade-2-0-0", END, timeout=480)
+        ready = flux_.wait_applied(deployed.namespace, sha, ready=True)
+    assert mig["status"]["phase"] == "Succeeded", json.dumps(mig["status"], indent=1)
+    assert ready["status"] == "True"
+    assert image(deployed).endswith(":2.0.0") and schema_version(deployed.db) == "2.0.0"
+    assert inconsistent == []
+    _no_drift(flux_, deployed.namespace)
+    assert spec_writers(deployed.get("coai")) == []
+
+
+def test_flux_a_commit_adding_a_migration_with_the_bump(from_git: tuple) -> None:
+    deployed, flux_, git_, base_url = from_git
+    migration = yaml.safe_load(migration_manifest(
+        "to-2", "2.0.0", validation={"baseURL": base_url, "checks": ["database", "health"]}))
+    sha = _bump(deployed, git_, base_url, "2.0.0", extra=[migration])
+    mig = wait_phase(deployed, "to-2", END, timeout=480)
+    flux_.wait_applied(deployed.namespace, sha, ready=True)
+    assert mig["status"]["phase"] == "Succeeded", json.dumps(mig["status"], indent=1)
+    assert image(deployed).endswith(":2.0.0") and schema_version(deployed.db) == "2.0.0"
+    names = [m["metadata"]["name"] for m in json.loads(deployed.kubectl("get", "cmig", "-o", "json").stdout)["items"]]
+    assert names == ["to-2"]  # the one from Git was picked up; the operator created none
+    _no_drift(flux_, deployed.namespace)
+    assert spec_writers(deployed.get("coai")) == []
+
+
+def test_flux_a_failing_upgrade_rolls_back_and_flux_reports_it(from_git: tuple) -> None:
+    deployed, flux_, git_, base_url = from_git
+    broken = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "broken-sql"},
+              "data": {"2.0.0-zz-broken.sql": "UPDATE no_such_table SET x = 1;"}}
+    sha = _bump(deployed, git_, base_url, "2.0.0", extra=[broken],
+                upgrade={"migration": {"migrations": {"configMapRef": {"name": "broken-sql"}},
+                                       "validation": {"enabled": False}}})
+    mig = wait_phase(deployed, "chat-upgrade-2-0-0", END, timeout=480)
+    assert mig["status"]["phase"] == "RolledBack", json.dumps(mig["status"], indent=1)
+    assert image(deployed).endswith(":1.9.0") and schema_version(deployed.db) == "1.9.0"
+    stalled = wait_for(lambda: c if (c := condition(deployed.get("coai"), "Stalled")).get("reason") == "UpgradeFailed"
+                       else None, timeout=60, message="instance Stalled UpgradeFailed")
+    assert "RolledBack" in stalled["message"]
+    ready = flux_.wait_applied(deployed.namespace, sha, ready=False)
+    assert "CoaiInstance" in ready["message"], ready  # Flux's health check names the failed instance
+    assert spec_writers(deployed.get("coai")) == []
+
+
+def test_flux_holding_the_old_version_in_git_never_mixes_image_and_schema(from_git: tuple) -> None:
+    deployed, flux_, git_, base_url = from_git
+    migration = yaml.safe_load(migration_manifest(
+        "to-2", "2.0.0", validation={"baseURL": base_url, "checks": ["database", "health"]}))
+    with consistency_watch(deployed) as inconsistent:
+        sha = _bump(deployed, git_, base_url, "1.9.0", extra=[migration])  # Git keeps 1.9.0
+        mig = wait_phase(deployed, "to-2", END, timeout=480)
+        flux_.wait_applied(deployed.namespace, sha, ready=None)
+    assert mig["status"]["phase"] == "Succeeded", json.dumps(mig["status"], indent=1)
+    assert image(deployed).endswith(":2.0.0") and schema_version(deployed.db) == "2.0.0"
+    assert inconsistent == []
+    _no_drift(flux_, deployed.namespace)
+    assert spec_writers(deployed.get("coai")) == []

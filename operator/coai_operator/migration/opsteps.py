@@ -1,0 +1,221 @@
+"""The steps the operator runs itself (no Job): the snapshot, maintenance, config, rollout and their
+rollback counterparts. Each computes its patch from the snapshot, so repeating it is harmless."""
+
+from __future__ import annotations
+
+from coai_operator import constants
+from coai_operator.bundles import load_bundle
+from coai_operator.bundles.config_migration import ConfigRulesError
+from coai_operator.domain.versions import Hop, Version
+from coai_operator.kube import KubeError
+from coai_operator.migration import certs
+from coai_operator.migration.context import Ctx
+from coai_operator.migration.instance_writes import patch_instance_spec, set_maintenance
+from coai_operator.migration.model import Obj, Outcome, StepOutcome
+from coai_operator.migration.snapshot import (
+    Snapshot,
+    encode_secret,
+    map_merge_patch,
+    migrated_config,
+    snapshot_name,
+    snapshot_objects,
+    take_snapshot,
+)
+
+DONE, RUNNING, FAILED = Outcome.DONE, Outcome.RUNNING, Outcome.FAILED
+
+
+# --- the snapshot ------------------------------------------------------------------------------
+
+class SnapshotIncomplete(Exception):  # noqa: N818  (a condition reason)
+    """The snapshot is missing a part: nothing may be migrated or restored from it."""
+
+
+def load_snapshot(ctx: Ctx) -> Snapshot:
+    name = snapshot_name(ctx.migration)
+    cm = ctx.kube.get("v1", "ConfigMap", ctx.namespace, name)
+    if cm is None:
+        raise SnapshotIncomplete(f"the config snapshot ConfigMap {name} is gone")
+    snap = Snapshot.from_objects(cm, None)
+    secret = ctx.kube.get("v1", "Secret", ctx.namespace, name) if snap.secret_name else None
+    if snap.secret_name and secret is None:
+        raise SnapshotIncomplete(f"the snapshot's Secret copy {name} of Secret {snap.secret_name} is gone; "
+                                 "nothing is migrated or restored from an incomplete snapshot")
+    return Snapshot.from_objects(cm, secret)
+
+
+def ensure_snapshot(ctx: Ctx) -> Snapshot:
+    """Create the snapshot once; later calls read it back (it must never capture a migrated state)."""
+    existing = ctx.kube.get("v1", "ConfigMap", ctx.namespace, snapshot_name(ctx.migration))
+    snap = load_snapshot(ctx) if existing is not None else _create_snapshot(ctx)
+    ctx.status["previous"] = {
+        "version": snap.version,
+        "image": snap.image or "",
+        "configSnapshot": {"configMap": snapshot_name(ctx.migration),
+                           "secret": snapshot_name(ctx.migration) if snap.secret_name else ""},
+    }
+    return snap
+
+
+def _create_snapshot(ctx: Ctx) -> Snapshot:
+    assert ctx.instance is not None
+    secret_name = ((ctx.instance.get("spec") or {}).get("secretRef") or {}).get("name")
+    secret = ctx.kube.get("v1", "Secret", ctx.namespace, secret_name) if secret_name else None
+    snap = take_snapshot(ctx.instance, ctx.status.get("fromVersion") or "", secret)
+    if secret_name and secret is None:
+        raise SnapshotIncomplete(f"Secret {secret_name} (spec.secretRef) does not exist: there is nothing to snapshot")
+    configmap, secret_copy = snapshot_objects(ctx.migration, snap)
+    # The Secret first: the ConfigMap's presence means "snapshot complete". Only "already exists" (an
+    # earlier attempt of this step) is tolerated; a transient error retries the step, a permanent one fails it.
+    for obj in (secret_copy, configmap):
+        if obj is None:
+            continue
+        try:
+            ctx.kube.create(obj)
+        except KubeError as exc:
+            if exc.status == 409:
+                continue
+            if exc.status in (0, 429) or exc.status >= 500:
+                raise
+            raise SnapshotIncomplete(f"cannot write the snapshot {obj['kind']} {obj['metadata']['name']}: "
+                                     f"{exc.message}") from exc
+    ctx.event("ConfigSnapshotTaken", f"snapshot of CoaiInstance {ctx.instance_name} config kept in "
+                                     f"ConfigMap/Secret {snapshot_name(ctx.migration)}")
+    return snap
+
+
+def restore_secret(ctx: Ctx, name: str, desired_values: dict[str, str]) -> None:
+    live = ctx.kube.get("v1", "Secret", ctx.namespace, name)
+    desired = encode_secret(desired_values)
+    if live is not None and (live.get("data") or {}) != desired:
+        ctx.kube.patch("v1", "Secret", ctx.namespace, name, {"data": map_merge_patch(live.get("data") or {}, desired)})
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+def wait_scaled_down(ctx: Ctx) -> StepOutcome:
+    deployment = ctx.kube.get("apps/v1", "Deployment", ctx.namespace, ctx.instance_name)
+    if deployment is None:
+        return StepOutcome(DONE, "no Deployment: nothing serves traffic")
+    spec_replicas = (deployment.get("spec") or {}).get("replicas", 1)
+    status = deployment.get("status") or {}
+    if spec_replicas == 0 and not status.get("replicas") and not status.get("readyReplicas"):
+        return StepOutcome(DONE, "app scaled to 0: no writes during the migration")
+    return StepOutcome(RUNNING, f"waiting for Deployment {ctx.instance_name} to scale down")
+
+
+def wait_instance_ready(ctx: Ctx, version: str) -> StepOutcome:
+    inst = ctx.kube.get(constants.API_VERSION, constants.INSTANCE_KIND, ctx.namespace, ctx.instance_name)
+    ctx.instance = inst
+    if inst is None:
+        return StepOutcome(FAILED, f"CoaiInstance {ctx.instance_name} was deleted")
+    status = inst.get("status") or {}
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+    current = status.get("observedGeneration") == inst["metadata"].get("generation")
+    if ready and current and status.get("version") == version:
+        return StepOutcome(DONE, f"CoaiInstance {ctx.instance_name} Ready at {version}")
+    return StepOutcome(RUNNING, f"waiting for CoaiInstance {ctx.instance_name} to be Ready at {version} "
+                                f"(now {status.get('phase')})")
+
+
+def maintenance_patch(spec: Obj, snap: Snapshot) -> Obj | None:
+    """The merge patch that puts spec.maintenance back as the snapshot has it (keys we added go)."""
+    return map_merge_patch(spec.get("maintenance") or {}, snap.maintenance or {"enabled": False})
+
+
+def config_rules(ctx: Ctx) -> list:
+    path = [Hop(Version.parse(a), Version.parse(b)) for a, b in (h.split("-to-") for h in ctx.status.get("path", []))]
+    return load_bundle().config_rules(path, ctx.spec.get("configMigration"))
+
+
+# --- forward steps -----------------------------------------------------------------------------
+
+def maintenance_on(ctx: Ctx) -> StepOutcome:
+    ensure_snapshot(ctx)
+    message = (ctx.spec.get("maintenance") or {}).get("message") or \
+        f"Upgrading to {ctx.spec['targetVersion']} (CoaiMigration {ctx.name})"
+    if set_maintenance(ctx, True, message):
+        ctx.event("MaintenanceOn", f"CoaiInstance {ctx.instance_name} in maintenance: app scaled down")
+    return wait_scaled_down(ctx)
+
+
+def config_migration(ctx: Ctx) -> StepOutcome:
+    snap = ensure_snapshot(ctx)
+    assert ctx.instance is not None
+    try:
+        plan = migrated_config(snap, config_rules(ctx))
+    except ConfigRulesError as exc:
+        return StepOutcome(FAILED, f"spec.configMigration: {exc}")
+    spec = ctx.instance.get("spec") or {}
+    config_patch = map_merge_patch(spec.get("config") or {}, plan.config)
+    patch: Obj = {"config": config_patch} if config_patch else {}
+    new_certs = certs.ensure_key_pair(ctx, plan.config, snap.certs)
+    if new_certs and spec.get("certs") != new_certs:
+        patch["certs"] = new_certs
+    patch_instance_spec(ctx, patch)
+    if snap.secret_name:
+        restore_secret(ctx, snap.secret_name, plan.secret)
+    message = "; ".join(plan.changes) if plan.changes else "no config changes on this path"
+    if config_patch or plan.changes:
+        ctx.event("ConfigMigrated", message[:1000])
+    return StepOutcome(DONE, message[:1000])
+
+
+def rollout(ctx: Ctx) -> StepOutcome:
+    snap = ensure_snapshot(ctx)
+    assert ctx.instance is not None
+    spec = ctx.instance.get("spec") or {}
+    target = str(ctx.spec["targetVersion"])
+    patch: Obj = {}
+    if spec.get("version") != target:
+        patch["version"] = target
+    maintenance = maintenance_patch(spec, snap)
+    if maintenance:
+        patch["maintenance"] = maintenance
+    if patch:
+        patch_instance_spec(ctx, patch)
+        ctx.event("RolloutStarted", f"CoaiInstance {ctx.instance_name} -> {target}; maintenance off")
+    return wait_instance_ready(ctx, target)
+
+
+# --- rollback steps ----------------------------------------------------------------------------
+
+def rollback_maintenance(ctx: Ctx) -> StepOutcome:
+    if set_maintenance(ctx, True, f"Rolling back CoaiMigration {ctx.name}"):
+        ctx.event("MaintenanceOn", f"CoaiInstance {ctx.instance_name} in maintenance: app scaled down")
+    return wait_scaled_down(ctx)
+
+
+def rollback_config(ctx: Ctx) -> StepOutcome:
+    snap = load_snapshot(ctx)
+    inst = ctx.kube.get(constants.API_VERSION, constants.INSTANCE_KIND, ctx.namespace, ctx.instance_name)
+    if inst is None:
+        return StepOutcome(FAILED, f"CoaiInstance {ctx.instance_name} was deleted")
+    ctx.instance = inst
+    spec = inst.get("spec") or {}
+    patch: Obj = {}
+    config_patch = map_merge_patch(spec.get("config") or {}, snap.config)
+    if config_patch:
+        patch["config"] = config_patch
+    if spec.get("version") != snap.version:
+        patch["version"] = snap.version
+    if snap.image and spec.get("image") != snap.image:
+        patch["image"] = snap.image
+    maintenance = maintenance_patch(spec, snap)
+    if maintenance:
+        patch["maintenance"] = maintenance
+    if spec.get("certs") != snap.certs:
+        patch["certs"] = snap.certs  # None removes what the migration added
+    patch_instance_spec(ctx, patch)
+    if snap.secret_name:
+        restore_secret(ctx, snap.secret_name, snap.secret)
+    ctx.event("ConfigRestored", f"CoaiInstance {ctx.instance_name} config, Secret and version {snap.version} "
+                                "restored from the snapshot")
+    return StepOutcome(DONE, f"config, secret and version {snap.version} restored")
+
+
+def rollback_rollout(ctx: Ctx) -> StepOutcome:
+    snap = load_snapshot(ctx)
+    if (snap.maintenance or {}).get("enabled"):
+        return StepOutcome(DONE, "instance was in maintenance before the migration; left in maintenance")
+    return wait_instance_ready(ctx, snap.version)

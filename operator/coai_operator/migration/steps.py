@@ -1,0 +1,182 @@
+"""Every step of a CoaiMigration, declared once: its name, the phase it reports, what it runs (the
+engine command and volumes of its Job, or an in-operator action), how its result reads, its default
+deadline, whether it runs at all, and which rollback step undoes it. Adding a step touches this file.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from coai_operator.instance.spec import Names, with_defaults
+from coai_operator.migration import opsteps
+from coai_operator.migration.context import Ctx
+from coai_operator.migration.model import Obj, Phase, StepName, StepOutcome
+from coai_operator.migration.names import BUNDLE_MOUNT, STORAGE_MOUNT, backup_location
+
+Volume = Literal["backup", "backup-ro", "storage", "bundle"]
+
+
+@dataclass(frozen=True)
+class JobInput:
+    """What a step's Job arguments are computed from."""
+
+    migration: Mapping[str, Any]
+    instance: Mapping[str, Any]
+    has_backup: bool = True
+
+    @property
+    def spec(self) -> Mapping[str, Any]:
+        return self.migration["spec"]
+
+    @property
+    def target(self) -> str:
+        return str(self.spec["targetVersion"])
+
+    @property
+    def location(self) -> str:
+        return backup_location(self.migration)
+
+    @property
+    def bundle(self) -> list[str]:
+        return ["--bundle-dir", BUNDLE_MOUNT] if (self.spec.get("migrations") or {}).get("configMapRef") else []
+
+    @property
+    def include(self) -> str:
+        wanted = (self.spec.get("backup") or {}).get("include") or ["database", "storage", "config"]
+        return ",".join(i for i in wanted if i in ("database", "storage"))
+
+
+@dataclass(frozen=True)
+class RollbackNeed:
+    """What the rollback has to undo, from the forward steps that started."""
+
+    data_changed: bool
+    backup_done: bool
+    graceful: bool
+
+
+@dataclass(frozen=True)
+class Step:
+    name: StepName
+    phase: Phase
+    deadline: int  # seconds; spec.deadlines.<key> overrides
+    summary: Callable[[Obj], str] = lambda result: "done"
+    # A Job step: the engine command line and the volumes it mounts.
+    slug: str | None = None
+    args: Callable[[JobInput], list[str]] | None = None
+    volumes: tuple[Volume, ...] = ()
+    # An in-operator step.
+    action: Callable[[Ctx], StepOutcome] | None = None
+    # Forward: runs when enabled(spec); `changes` says what it changes, `undone_by` which step undoes it.
+    enabled: Callable[[Mapping[str, Any]], bool] = lambda spec: True
+    changes: Literal["data", "spec"] | None = None
+    undone_by: StepName | None = None
+    # Rollback: runs when needed(spec, need).
+    needed: Callable[[RollbackNeed], bool] | None = field(default=None)
+
+    @property
+    def runs_job(self) -> bool:
+        return self.slug is not None
+
+    @property
+    def deadline_key(self) -> str:
+        return self.name[0].lower() + self.name[1:]
+
+
+def _enabled(section: Mapping[str, Any] | None, default: bool) -> bool:
+    return bool(section.get("enabled", default)) if section else default
+
+
+def validation_checks(spec: Mapping[str, Any]) -> tuple[str, ...]:
+    validation = spec.get("validation") or {}
+    if not _enabled(validation, True):
+        return ()
+    return tuple(validation.get("checks") or ("database", "health", "dataIntegrity"))
+
+
+def _validate_args(job: JobInput) -> list[str]:
+    validation = job.spec.get("validation") or {}
+    inst_spec = with_defaults(copy.deepcopy(dict(job.instance.get("spec") or {})))
+    names = Names(job.instance["metadata"]["name"])
+    base_url = validation.get("baseURL") or (
+        f"http://{names.service}.{job.instance['metadata']['namespace']}.svc:{inst_spec['service']['port']}")
+    return ["validate", "--checks", ",".join(validation_checks(job.spec)), "--base-url", base_url,
+            "--health-path", str(inst_spec.get("healthPath") or "/health"),
+            "--timeout", str(validation.get("timeoutSeconds") or 300),
+            # Without a backup there are no row counts to compare with: dataIntegrity is skipped (the plan
+            # says so) and nothing mounts a backup volume that does not exist.
+            *(["--manifest", f"{job.location}/manifest.json"] if job.has_backup else [])]
+
+
+def _plan_summary(result: Obj) -> str:
+    return f"database at {result.get('current')}, path {' -> '.join(result.get('path') or []) or 'none'}"
+
+
+def _backup_summary(result: Obj) -> str:
+    total = sum(int(a.get("bytes") or 0) for a in result.get("artifacts") or [])
+    return f"backup verified at {result.get('location')}: {len(result.get('artifacts') or [])} artifacts, " \
+           f"{total} bytes"
+
+
+def _validate_summary(result: Obj) -> str:
+    checks = result.get("checks") or []
+    if isinstance(checks, list):
+        return "checks: " + ", ".join(f"{c.get('name')}={c.get('status')}" for c in checks if isinstance(c, dict))
+    return "done"
+
+
+ROLLOUT_DEADLINE = int(os.environ.get("COAI_ROLLOUT_TIMEOUT_SECONDS", "900"))
+
+FORWARD: tuple[Step, ...] = (
+    Step(StepName.PREFLIGHT, Phase.PLANNING, 600, _plan_summary, slug="plan",
+         args=lambda j: ["plan", "--target", j.target, *j.bundle], volumes=("bundle",)),
+    Step(StepName.BACKUP, Phase.BACKING_UP, 3600, _backup_summary, slug="backup",
+         args=lambda j: ["backup", "--dir", j.location, "--storage", STORAGE_MOUNT, "--include", j.include,
+                         "--label", f"pre-upgrade to {j.target}"],
+         volumes=("backup", "storage"), enabled=lambda spec: _enabled(spec.get("backup"), True)),
+    Step(StepName.MAINTENANCE_ON, Phase.MIGRATING, 600, action=opsteps.maintenance_on,
+         enabled=lambda spec: _enabled(spec.get("maintenance"), True), changes="spec",
+         undone_by=StepName.RB_CONFIG),
+    Step(StepName.CONFIG, Phase.MIGRATING, 120, action=opsteps.config_migration, changes="spec",
+         undone_by=StepName.RB_CONFIG),
+    Step(StepName.MIGRATE, Phase.MIGRATING, 3600, slug="migrate",
+         args=lambda j: ["migrate", "--target", j.target, *j.bundle], volumes=("bundle",), changes="data",
+         undone_by=StepName.RB_RESTORE),
+    Step(StepName.STORAGE, Phase.MIGRATING, 3600, slug="storage",
+         args=lambda j: ["migrate-storage", "--storage", STORAGE_MOUNT], volumes=("storage",),
+         enabled=lambda spec: _enabled(spec.get("storageMigration"), False), changes="data",
+         undone_by=StepName.RB_RESTORE),
+    Step(StepName.ROLLOUT, Phase.MIGRATING, ROLLOUT_DEADLINE, action=opsteps.rollout, changes="spec",
+         undone_by=StepName.RB_CONFIG),
+    Step(StepName.VALIDATE, Phase.VALIDATING, 900, _validate_summary, slug="validate", args=_validate_args,
+         volumes=("backup-ro",), enabled=lambda spec: bool(validation_checks(spec))),
+)
+
+ROLLBACK: tuple[Step, ...] = (
+    Step(StepName.RB_MAINTENANCE, Phase.ROLLING_BACK, 600, action=opsteps.rollback_maintenance,
+         needed=lambda need: need.data_changed),
+    Step(StepName.RB_EXPORT, Phase.ROLLING_BACK, 3600, _backup_summary, slug="export",
+         args=lambda j: ["backup", "--dir", f"{j.location}/post-migration", "--storage", STORAGE_MOUNT,
+                         "--include", j.include, "--label", "post-migration export before rollback"],
+         volumes=("backup", "storage"), needed=lambda need: need.data_changed and need.graceful and need.backup_done),
+    Step(StepName.RB_RESTORE, Phase.ROLLING_BACK, 3600,
+         lambda result: "database and files restored from the backup; row counts verified", slug="restore",
+         args=lambda j: ["restore", "--dir", j.location, "--storage", STORAGE_MOUNT, "--include", j.include],
+         volumes=("backup", "storage"), needed=lambda need: need.data_changed and need.backup_done),
+    Step(StepName.RB_CONFIG, Phase.ROLLING_BACK, 120, action=opsteps.rollback_config, needed=lambda need: True),
+    Step(StepName.RB_ROLLOUT, Phase.ROLLING_BACK, ROLLOUT_DEADLINE, action=opsteps.rollback_rollout,
+         needed=lambda need: True),
+)
+
+STEPS: dict[str, Step] = {s.name: s for s in (*FORWARD, *ROLLBACK)}
+ROLLBACK_STEPS = tuple(s.name for s in ROLLBACK)
+JOB_STEPS = tuple(s.name for s in STEPS.values() if s.runs_job)
+
+
+def deadline_seconds(spec: Mapping[str, Any], step: Step) -> int:
+    """The step's deadline: spec.deadlines.<step> when set, else the default."""
+    return int((spec.get("deadlines") or {}).get(step.deadline_key) or step.deadline)

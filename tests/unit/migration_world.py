@@ -1,0 +1,162 @@
+"""A CoaiMigration's surroundings on the in-memory API: an instance, its Deployment and Secret, and
+stand-ins for what other controllers do (the Job controller finishing Jobs with an engine result,
+the instance controller scaling the app and reporting Ready). Each `settle()` is one such round."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from coai_operator.migration import machine
+from tests.unit.fakekube import FakeKube
+
+Obj = dict[str, Any]
+NS = "apps"
+
+PLAN_RESULT = {"ok": True, "current": "1.8.0", "path": ["1.8.0-to-1.9.0", "1.9.0-to-2.0.0"]}
+BACKUP_RESULT = {"ok": True, "location": "/backup/x", "artifacts": [{"name": "database.sql.gz", "bytes": 10}],
+                 "rowCounts": {"users": 40}}
+
+
+def default_result(args: list[str]) -> Obj:
+    command = args[1]
+    if command == "plan":
+        return dict(PLAN_RESULT)
+    if command == "backup":
+        return dict(BACKUP_RESULT)
+    return {"ok": True, "checks": [{"name": "database", "status": "passed"}]}
+
+
+@dataclass
+class World:
+    kube: FakeKube = field(default_factory=FakeKube)
+    # engine command ("plan", "migrate", ...) -> the result JSON its Job reports, or "pending" (never starts)
+    results: dict[str, Any] = field(default_factory=dict)
+    instance_ready: bool = True
+    ran: list[str] = field(default_factory=list)
+    events: list[tuple[str, str, str]] = field(default_factory=list)
+    hooks: list[Callable[[World], None]] = field(default_factory=list)
+
+    def setup(self, version: str = "1.8.0", **spec: Any) -> World:
+        self.kube.put({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "coai-app", "namespace": NS},
+                       "data": {"JWT_SECRET": "ampq", "OPENAI_KEY": "c2s="}})
+        self.kube.put({"apiVersion": "coai.dev/v1alpha1", "kind": "CoaiInstance",
+                       "metadata": {"name": "chat", "namespace": NS},
+                       "spec": {"version": version, "secretRef": {"name": "coai-app"},
+                                "config": {"LEGACY_AUTH_ENABLED": "true", "OLD_API_FORMAT": "1"},
+                                "database": {"host": "db", "passwordSecretRef": {"name": "coai-db"}}},
+                       "status": {"version": version, "schemaVersion": version, "observedGeneration": 1,
+                                  "conditions": [{"type": "Ready", "status": "True"}]}})
+        self.kube.put({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                       "metadata": {"name": "chat-storage", "namespace": NS}, "spec": {}})
+        self.kube.put({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "chat", "namespace": NS},
+                       "spec": {"replicas": 1}, "status": {"replicas": 1, "readyReplicas": 1}})
+        self.migration("to-2", "2.0.0", **spec)
+        return self
+
+    def migration(self, name: str, target: str, **spec: Any) -> None:
+        self.kube.put({"apiVersion": "coai.dev/v1alpha1", "kind": "CoaiMigration",
+                       "metadata": {"name": name, "namespace": NS, "uid": f"uid-{name}",
+                                    "creationTimestamp": "2099-01-01T00:00:00Z"},
+                       "spec": {"instanceRef": {"name": "chat"}, "targetVersion": target, **spec}})
+
+    def get(self, kind: str, name: str) -> Obj | None:
+        return self.kube.objects.get((kind, NS, name))
+
+    def status(self, name: str = "to-2") -> Obj:
+        return (self.get("CoaiMigration", name) or {}).get("status") or {}
+
+    def steps(self, name: str = "to-2") -> dict[str, str]:
+        return {s["name"]: s["phase"] for s in self.status(name).get("steps") or []}
+
+    # --- one round of the other controllers ----------------------------------------------------
+    def settle(self) -> None:
+        for (kind, _, name), job in list(self.kube.objects.items()):
+            if kind == "Job" and not (job.get("status") or {}).get("conditions"):
+                self._finish_job(name, job)
+        self._instance_controller()
+        for hook in self.hooks:
+            hook(self)
+
+    def _finish_job(self, name: str, job: Obj) -> None:
+        pod_spec = job["spec"]["template"]["spec"]
+        args = pod_spec["containers"][0]["args"]
+        result = self.results.get(args[1], default_result(args))
+        missing = [v["persistentVolumeClaim"]["claimName"] for v in pod_spec["volumes"]
+                   if "persistentVolumeClaim" in v and not self.get("PersistentVolumeClaim",
+                                                                    v["persistentVolumeClaim"]["claimName"])]
+        if missing:  # what the scheduler does with a pod whose claim does not exist
+            self.pending_pod(name, conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                                "message": f'persistentvolumeclaim "{missing[0]}" not found'}])
+            return
+        if result == "image-pull":
+            self.pending_pod(name, waiting={"reason": "ImagePullBackOff",
+                                            "message": 'Back-off pulling image "nope:1"'})
+            return
+        if result == "pending":
+            return
+        self.ran.append(args[1])
+        ok = result.get("ok", True)
+        job["status"] = {"conditions": [{"type": "Complete" if ok else "Failed", "status": "True"}]}
+        self.kube.put({"apiVersion": "v1", "kind": "Pod",
+                       "metadata": {"name": f"{name}-pod", "namespace": NS, "labels": {"job-name": name}},
+                       "status": {"containerStatuses": [{"name": "engine", "state": {"terminated": {
+                           "exitCode": 0 if ok else 1, "message": json.dumps(result)}}}]}})
+
+    def pending_pod(self, job: str, conditions: list[Obj] | None = None, waiting: Obj | None = None) -> None:
+        status: Obj = {"phase": "Pending", "conditions": conditions or []}
+        if waiting:
+            status["containerStatuses"] = [{"name": "engine", "state": {"waiting": waiting}}]
+        self.kube.put({"apiVersion": "v1", "kind": "Pod",
+                       "metadata": {"name": f"{job}-pod", "namespace": NS, "labels": {"job-name": job}},
+                       "status": status})
+
+    def age_step(self, step: str, seconds: float, name: str = "to-2") -> None:
+        """Move a running step's start into the past, as if `seconds` had gone by."""
+        import datetime as dt
+
+        for record in self.status(name).get("steps") or []:
+            if record["name"] == step and record.get("startedAt"):
+                when = dt.datetime.fromisoformat(record["startedAt"].replace("Z", "+00:00"))
+                record["startedAt"] = (when - dt.timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def run_until_step(self, step: str, name: str = "to-2", rounds: int = 40) -> None:
+        for _ in range(rounds):
+            if self.steps(name).get(step) == "Running":
+                return
+            self.tick(name)
+            self.settle()
+        raise AssertionError(f"{step} never started: {self.steps(name)}")
+
+    def _instance_controller(self) -> None:
+        instance = self.get("CoaiInstance", "chat")
+        deployment = self.get("Deployment", "chat")
+        if instance is None or deployment is None:
+            return
+        spec = instance["spec"]
+        down = bool((spec.get("maintenance") or {}).get("enabled"))
+        replicas = 0 if down else 1
+        deployment["spec"]["replicas"] = replicas
+        deployment["status"] = {"replicas": replicas, "readyReplicas": replicas}
+        if self.instance_ready:
+            instance["status"].update(version=spec["version"], observedGeneration=instance["metadata"]["generation"])
+
+    # --- the operator --------------------------------------------------------------------------
+    def tick(self, name: str = "to-2") -> float | None:
+        events, delay = machine.tick(self.kube, NS, name)
+        self.events += events
+        return delay
+
+    def run(self, name: str = "to-2", rounds: int = 60) -> Obj:
+        """Alternate operator ticks and controller rounds until the migration is finished."""
+        for _ in range(rounds):
+            delay = self.tick(name)
+            if delay is None and self.status(name).get("phase") in ("Succeeded", "Failed", "RolledBack"):
+                return self.status(name)
+            self.settle()
+        return self.status(name)
+
+    def reasons(self) -> list[str]:
+        return [reason for _, reason, _ in self.events]

@@ -1,0 +1,307 @@
+"""The CoaiMigration state machine on the in-memory API: every transition and failure branch."""
+
+from __future__ import annotations
+
+from tests.unit.migration_world import World
+
+
+def test_happy_path_runs_every_step_and_releases_the_lock() -> None:
+    world = World().setup(storageMigration={"enabled": True})
+    status = world.run()
+    assert status["phase"] == "Succeeded", status
+    assert list(world.steps().items()) == [(s, "Succeeded") for s in (
+        "Preflight", "Backup", "MaintenanceOn", "ConfigMigration", "Migrate", "StorageMigration", "Rollout",
+        "Validate")]
+    instance = world.get("CoaiInstance", "chat")
+    assert instance["spec"]["version"] == "2.0.0" and instance["status"]["schemaVersion"] == "2.0.0"
+    assert not instance["status"].get("activeMigration")
+    assert world.ran == ["plan", "backup", "migrate", "migrate-storage", "validate"]
+
+
+def test_failed_migrate_rolls_back_automatically() -> None:
+    world = World().setup()
+    world.results["migrate"] = {"ok": False, "error": "no_such_table"}
+    status = world.run()
+    assert status["phase"] == "RolledBack", status
+    assert world.steps()["Migrate"] == "Failed"
+    assert world.steps()["RollbackRestore"] == "Succeeded"
+    instance = world.get("CoaiInstance", "chat")
+    assert instance["spec"]["version"] == "1.8.0"
+    assert instance["spec"]["config"] == {"LEGACY_AUTH_ENABLED": "true", "OLD_API_FORMAT": "1"}
+    assert world.get("Secret", "coai-app")["data"] == {"JWT_SECRET": "ampq", "OPENAI_KEY": "c2s="}
+    assert not instance["status"].get("activeMigration")
+
+
+# --- bug 1: nothing hangs with the app held ----------------------------------------------------
+
+def test_bug1_validation_without_a_backup_mounts_no_missing_volume_and_succeeds() -> None:
+    world = World().setup(backup={"enabled": False})
+    status = world.run()
+    assert status["phase"] == "Succeeded", status
+    validate = next(j for (k, _, n), j in world.kube.objects.items() if k == "Job" and "-validate-" in n)
+    claims = [v for v in validate["spec"]["template"]["spec"]["volumes"] if "persistentVolumeClaim" in v]
+    assert claims == []
+    assert "--manifest" not in validate["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert any("dataIntegrity" in m for _, r, m in world.events if r == "PlanWarning")
+
+
+def test_bug1_a_pod_that_cannot_start_fails_its_step_naming_the_cause_then_rolls_back() -> None:
+    world = World().setup()
+    world.results["migrate"] = "image-pull"
+    world.run_until_step("Migrate")
+    world.settle()
+    world.tick()
+    assert world.steps()["Migrate"] == "Running"  # a pull may still succeed: not failed at once
+    world.age_step("Migrate", 100)
+    status = world.run()
+    assert status["phase"] == "RolledBack", status
+    migrate = next(s for s in status["steps"] if s["name"] == "Migrate")
+    assert migrate["phase"] == "Failed" and "ImagePullBackOff" in migrate["message"], migrate
+    assert not [n for (k, _, n) in world.kube.objects if k == "Job" and "-migrate-" in n]  # deleted, nothing runs
+
+
+def test_bug1_an_unschedulable_pod_names_the_missing_claim() -> None:
+    world = World().setup()
+    world.kube.objects.pop(("PersistentVolumeClaim", "apps", "chat-storage"))
+    world.run_until_step("Backup")
+    world.settle()
+    world.tick()
+    assert world.steps()["Backup"] == "Running"
+    world.age_step("Backup", 100)
+    status = world.run()
+    assert status["phase"] == "Failed", status  # nothing was changed yet: no rollback needed
+    backup = next(s for s in status["steps"] if s["name"] == "Backup")
+    assert 'persistentvolumeclaim "chat-storage" not found' in backup["message"], backup
+    assert not world.get("CoaiInstance", "chat")["status"].get("activeMigration")
+
+
+def test_bug1_an_in_operator_step_past_its_deadline_fails_and_rolls_back() -> None:
+    world = World().setup(deadlines={"rollout": 60}, validation={"enabled": False})
+    world.hooks.append(lambda w: setattr(w, "instance_ready", "Rollout" not in w.steps()))
+    world.run_until_step("Rollout")
+    world.hooks.clear()
+    world.instance_ready = False
+    world.settle()
+    world.age_step("Rollout", 61)
+    world.tick()
+    world.instance_ready = True
+    status = world.run()
+    assert status["phase"] == "RolledBack", status
+    rollout = next(s for s in status["steps"] if s["name"] == "Rollout")
+    assert "deadline of 60s" in rollout["message"] and "spec.deadlines.rollout" in rollout["message"]
+
+
+def test_bug1_a_job_step_past_its_deadline_fails() -> None:
+    world = World().setup(deadlines={"migrate": 300})
+    world.results["migrate"] = "pending"
+    world.run_until_step("Migrate")
+    job = next(j for (k, _, n), j in world.kube.objects.items() if k == "Job" and "-migrate-" in n)
+    assert job["spec"]["activeDeadlineSeconds"] == 300
+    world.kube.put({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "m", "namespace": "apps",
+                    "labels": {"job-name": job["metadata"]["name"]}},
+                    "status": {"phase": "Running", "containerStatuses": [{"state": {"running": {}}}]}})
+    world.age_step("Migrate", 400)
+    status = world.run()
+    assert status["phase"] == "RolledBack", status
+    assert "deadline of 300s" in next(s for s in status["steps"] if s["name"] == "Migrate")["message"]
+
+
+# --- bug 2: the snapshot is all-or-nothing -----------------------------------------------------
+
+def test_bug2_a_secret_copy_that_fails_once_is_retried_and_no_secret_is_lost() -> None:
+    world = World().setup(backup={"enabled": False}, validation={"enabled": False})
+    world.kube.fail("create", "Secret", 500, name="to-2-snapshot")
+    status = world.run()
+    assert status["phase"] == "Succeeded", status
+    copy_ = world.get("Secret", "to-2-snapshot")
+    assert copy_["data"] == {"JWT_SECRET": "ampq", "OPENAI_KEY": "c2s="}
+    live = world.get("Secret", "coai-app")["data"]
+    assert live == {"SECRET": "ampq", "OPENAI_API_KEY": "c2s="}, live  # migrated from the real values
+
+
+def test_bug2_a_secret_copy_that_cannot_be_written_fails_before_anything_changes() -> None:
+    world = World().setup()
+    world.kube.fail("create", "Secret", 403, times=99, name="to-2-snapshot")  # e.g. a ResourceQuota
+    status = world.run()
+    assert status["phase"] == "Failed", status
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "SnapshotIncomplete" and "Nothing was changed" in failed["message"], failed
+    assert world.get("ConfigMap", "to-2-snapshot") is None  # never marked complete
+    instance = world.get("CoaiInstance", "chat")
+    assert "maintenance" not in instance["spec"] and instance["spec"]["version"] == "1.8.0"
+    assert world.get("Secret", "coai-app")["data"] == {"JWT_SECRET": "ampq", "OPENAI_KEY": "c2s="}
+    assert not instance["status"].get("activeMigration")
+
+
+def test_bug2_rollback_refuses_an_incomplete_snapshot() -> None:
+    world = World().setup()
+    world.results["migrate"] = "pending"
+    world.run_until_step("Migrate")
+    world.kube.objects.pop(("Secret", "apps", "to-2-snapshot"))  # somebody deleted the copy
+    world.results["migrate"] = {"ok": False, "error": "boom"}
+    world.kube.objects = {k: v for k, v in world.kube.objects.items() if not (k[0] == "Job" and "-migrate-" in k[2])}
+    status = world.run()
+    assert status["phase"] == "Failed", status
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "RollbackFailed" and "snapshot" in failed["message"].lower(), failed
+    # The live Secret is never patched from an empty copy: it keeps the migrated values for a person to decide.
+    assert world.get("Secret", "coai-app")["data"] == {"SECRET": "ampq", "OPENAI_API_KEY": "c2s="}
+
+
+# --- bug 3: a re-created migration never reads another one's backup ----------------------------
+
+def _job_dirs(world: World) -> dict[str, str]:
+    dirs = {}
+    for (kind, _, _), job in world.kube.objects.items():
+        if kind == "Job":
+            args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+            if "--dir" in args:
+                dirs[args[1]] = args[args.index("--dir") + 1]
+    return dirs
+
+
+def test_bug3_backups_are_keyed_by_the_migrations_uid() -> None:
+    first = World().setup()
+    first.results["migrate"] = {"ok": False, "error": "boom"}
+    assert first.run()["phase"] == "RolledBack"
+    again = World().setup()
+    again.kube.objects[("CoaiMigration", "apps", "to-2")]["metadata"]["uid"] = "another-uid-2"
+    again.results["migrate"] = {"ok": False, "error": "boom"}
+    assert again.run()["phase"] == "RolledBack"
+    one, two = _job_dirs(first), _job_dirs(again)
+    assert one["backup"] == one["restore"] and two["backup"] == two["restore"]
+    assert one["backup"] != two["backup"], (one, two)
+    assert again.status()["backup"]["location"].endswith(two["backup"])
+
+
+# --- bug 4: events only on transitions ---------------------------------------------------------
+
+def test_bug4_a_requested_rollback_waiting_for_the_lock_posts_one_event() -> None:
+    world = World().setup(validation={"enabled": False})
+    assert world.run()["phase"] == "Succeeded"
+    world.migration("next", "2.0.0")
+    world.get("CoaiInstance", "chat")["status"]["activeMigration"] = "next"  # another one holds the lock
+    world.get("CoaiMigration", "to-2")["spec"]["rollback"] = {"requested": True}
+    world.events.clear()
+    for _ in range(10):
+        assert world.tick() is not None
+    assert world.reasons() == ["WaitingForLock"], world.events
+
+
+def test_bug4_ticks_that_change_nothing_post_nothing() -> None:
+    world = World().setup()
+    world.results["migrate"] = "pending"
+    world.run_until_step("Migrate")
+    world.tick()
+    world.events.clear()
+    writes = len(world.kube.writes())
+    for _ in range(5):
+        world.tick()
+    assert world.events == [] and len(world.kube.writes()) == writes
+
+
+# --- bug 5: preflight compared with the plan, transport errors temporary, render errors are ours -----
+
+def test_bug5_preflight_reporting_another_version_than_planned_stops_before_any_change() -> None:
+    world = World().setup()
+    world.results["plan"] = {"ok": True, "current": "1.7.0", "path": ["1.7.0-to-1.8.0"]}
+    status = world.run()
+    assert status["phase"] == "Failed", status
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "VersionMismatch" and "1.7.0" in failed["message"] and "1.8.0" in failed["message"]
+    assert "Nothing was changed" in failed["message"]
+    assert world.ran == ["plan"]
+    assert not world.get("CoaiInstance", "chat")["status"].get("activeMigration")
+
+
+def test_bug5_transport_errors_are_temporary() -> None:
+    world = World().setup()
+    world.results["migrate"] = "pending"
+    world.run_until_step("Migrate")
+    world.kube.fail("get", "Job", status=0, times=1)  # a timeout / refused connection
+    delay = world.tick()
+    assert delay is not None and world.steps()["Migrate"] == "Running"
+    world.results.pop("migrate")
+    assert world.run()["phase"] == "Succeeded"
+
+
+def test_bug5_the_kube_client_turns_transport_failures_into_a_temporary_kube_error() -> None:
+    import pytest
+    import urllib3
+
+    from coai_operator.kube import Kube, KubeError
+
+    class Unreachable:
+        def param_serialize(self, **kwargs):
+            return "GET", "https://127.0.0.1:1/x", {}, None, None
+
+        def call_api(self, *args, **kwargs):
+            raise urllib3.exceptions.MaxRetryError(None, "https://127.0.0.1:1/x", "connection refused")
+
+    with pytest.raises(KubeError) as caught:
+        Kube(api=Unreachable()).get("v1", "Secret", "apps", "x")
+    assert caught.value.status == 0 and "connection refused" in caught.value.message
+
+
+# --- deleting a running migration cancels it: the running step ends, what changed is rolled back ----
+
+def test_deleting_a_running_migration_rolls_it_back_after_the_running_step() -> None:
+    world = World().setup(rollback={"policy": "Manual"})
+    world.results["migrate"] = "pending"
+    world.run_until_step("Migrate")
+    world.get("CoaiMigration", "to-2")["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    world.tick()
+    assert world.steps()["Migrate"] == "Running"  # a running engine command is never cut off
+    world.results.pop("migrate")
+    status = world.run()
+    assert status["phase"] == "RolledBack", status
+    assert world.steps()["Rollout"] == "Pending" and world.steps()["RollbackRestore"] == "Succeeded"
+    assert "DeletionRequested" in world.reasons()
+    assert not world.get("CoaiInstance", "chat")["status"].get("activeMigration")
+
+
+def test_deleting_a_migration_that_waits_for_the_lock_ends_it_with_nothing_changed() -> None:
+    world = World().setup()
+    world.migration("other", "1.9.0")
+    world.get("CoaiInstance", "chat")["status"]["activeMigration"] = "other"
+    world.tick()
+    assert world.status()["phase"] == "Pending"
+    world.get("CoaiMigration", "to-2")["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    status = world.run()
+    assert status["phase"] == "Failed" and "Nothing was changed" in status["message"], status
+
+
+# --- the seed's 2.0 authentication: an RS256 key pair in a Secret mounted at /certs -------------
+
+def test_a_migration_to_2_0_generates_the_rs256_key_pair_and_its_rollback_removes_it() -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    world = World().setup(validation={"enabled": False})
+    assert world.run()["phase"] == "Succeeded"
+    instance = world.get("CoaiInstance", "chat")
+    assert instance["spec"]["certs"] == {"secretRef": {"name": "chat-jwt-keys"}}
+    config = instance["spec"]["config"]
+    assert (config["JWT_ALGORITHM"], config["JWT_PUBLIC_KEY_FILE"], config["JWT_PRIVATE_KEY_FILE"]) == \
+        ("RS256", "/certs/public.pem", "/certs/private.pem")
+    keys = world.get("Secret", "chat-jwt-keys")["data"]
+    import base64
+    private = serialization.load_pem_private_key(base64.b64decode(keys["private.pem"]), password=None)
+    public = serialization.load_pem_public_key(base64.b64decode(keys["public.pem"]))
+    assert private.public_key().public_numbers() == public.public_numbers()
+    assert keys["private.pem"] not in str(world.events) and keys["private.pem"] not in str(world.status())
+
+    world.get("CoaiMigration", "to-2")["spec"]["rollback"] = {"requested": True}
+    assert world.run()["phase"] == "RolledBack"
+    instance = world.get("CoaiInstance", "chat")
+    assert "certs" not in instance["spec"] and "JWT_ALGORITHM" not in instance["spec"]["config"]
+    # The operator may not delete Secrets: the unused pair stays, owned by (and deleted with) the instance.
+    owners = world.get("Secret", "chat-jwt-keys")["metadata"]["ownerReferences"]
+    assert [(o["kind"], o["name"]) for o in owners] == [("CoaiInstance", "chat")]
+
+
+def test_an_instance_with_its_own_certs_keeps_them() -> None:
+    world = World().setup(validation={"enabled": False})
+    world.get("CoaiInstance", "chat")["spec"]["certs"] = {"secretRef": {"name": "mine"}}
+    assert world.run()["phase"] == "Succeeded"
+    assert world.get("CoaiInstance", "chat")["spec"]["certs"] == {"secretRef": {"name": "mine"}}
+    assert world.get("Secret", "chat-jwt-keys") is None
