@@ -23,6 +23,7 @@ from coai_operator.instance import render as r
 from coai_operator.instance import status as st
 from coai_operator.instance.spec import Names, Problem, Spec, maintenance, secret_refs, validate, with_defaults
 from coai_operator.kube import Kube, KubeError, RequestStats, apply, describe
+from coai_operator.metrics import METRICS
 
 log = logging.getLogger("coai_operator.instance")
 
@@ -214,7 +215,9 @@ def reconcile_named(namespace: str, name: str, trigger: str, *, coalesce: bool =
         if body is None:
             log.debug("CoaiInstance %s/%s is gone (%s)", namespace, name, trigger)
             return None
-        outcome = reconcile(body, kube)
+        with METRICS.reconcile(constants.INSTANCE_KIND) as result:
+            outcome = reconcile(body, kube)
+            result["result"] = "skipped" if outcome.skipped else "problem" if outcome.problem else "ok"
         if outcome.skipped:
             log.debug("reconcile %s/%s skipped (%s): %s", namespace, name, trigger, outcome.skipped)
         else:
