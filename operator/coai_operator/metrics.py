@@ -240,6 +240,13 @@ class Metrics:
             self._last_backup.pop((namespace, instance, succeeded), None)
 
 
+def exported_names(metrics: Metrics) -> set[str]:
+    """Every series name the registry can serve (counter x_total, histogram x_bucket/_sum/_count)."""
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "summary": ("_sum", "_count")}
+    return {family.name + suffix for family in metrics.registry.collect()
+            for suffix in suffixes.get(family.type, ("",))}
+
+
 def _remove(metric: Any, *labels: str) -> None:
     with contextlib.suppress(KeyError):
         metric.remove(*labels)
