@@ -3,9 +3,10 @@ functions of `Metrics`, so call sites stay one line and names cannot drift.
 
 Conventions: `coai_` prefix, base units (seconds, bytes), counters end in `_total`, timestamps are
 Unix seconds (`time() - coai_backup_last_success_timestamp_seconds` is the age of the last
-backup). Label values are bounded: namespace and name of existing objects (a deleted object's
-series are removed), phases from the CRD enums, step names without versions, Job failure reasons
-from Kubernetes' own short list.
+backup). The CoaiInstance label is `coai_instance`, never `instance` (Prometheus' own target
+label); `namespace` is the object's (scrape with honor_labels). Label values are bounded:
+namespace and name of existing objects (a deleted object's series are removed), phases from
+the CRD enums, step names without versions, Job failure reasons from Kubernetes' short list.
 
 Where the values come from:
 - reconciles: `reconcile(kind)` around each reconcile (the instance controller's reconcile_named);
@@ -91,25 +92,25 @@ class Metrics:
         self.reconcile_seconds = Histogram("coai_reconcile_duration_seconds", "Duration of one reconcile",
                                            ["kind"], buckets=RECONCILE_BUCKETS, registry=r)
         self.instance_phase = Gauge("coai_instance_phase", "1 for the current status.phase of each CoaiInstance, "
-                                    "0 for the others", ["namespace", "instance", "phase"], registry=r)
+                                    "0 for the others", ["namespace", "coai_instance", "phase"], registry=r)
         self.migration_phase = Gauge("coai_migration_phase", "1 for the current status.phase of each "
                                      "CoaiMigration, 0 for the others",
-                                     ["namespace", "migration", "instance", "phase"], registry=r)
+                                     ["namespace", "migration", "coai_instance", "phase"], registry=r)
         self.migration_start = Gauge("coai_migration_start_timestamp_seconds", "When a CoaiMigration that has "
                                      "not finished started (status.startedAt)",
-                                     ["namespace", "migration", "instance"], registry=r)
+                                     ["namespace", "migration", "coai_instance"], registry=r)
         self.step_seconds = Histogram("coai_migration_step_duration_seconds", "Duration of finished migration "
                                       "steps, by step and result", ["step", "result"], buckets=STEP_BUCKETS,
                                       registry=r)
         self.job_failures = Counter("coai_job_failures", "Engine Jobs that failed, by step and Job failure "
                                     "reason", ["step", "reason"], registry=r)
         self.backup_success = Gauge("coai_backup_last_success_timestamp_seconds", "When the last verified "
-                                    "backup of the instance completed", ["namespace", "instance"], registry=r)
+                                    "backup of the instance completed", ["namespace", "coai_instance"], registry=r)
         self.backup_size = Gauge("coai_backup_size_bytes", "Size of the last verified backup of the instance",
-                                 ["namespace", "instance"], registry=r)
+                                 ["namespace", "coai_instance"], registry=r)
         self.backup_failure = Gauge("coai_backup_last_failure_timestamp_seconds", "When the last failed backup "
-                                    "of the instance failed", ["namespace", "instance"], registry=r)
-        self.backup_failures = Counter("coai_backup_failures", "Backups that failed", ["namespace", "instance"],
+                                    "of the instance failed", ["namespace", "coai_instance"], registry=r)
+        self.backup_failures = Counter("coai_backup_failures", "Backups that failed", ["namespace", "coai_instance"],
                                        registry=r)
         self._migrations: dict[tuple[str, str], str] = {}  # (ns, name) -> instance
         self._steps_seen: dict[tuple[str, str], set[tuple[str, str]]] = {}  # finished (step, startedAt)

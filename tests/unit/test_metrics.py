@@ -48,12 +48,12 @@ def test_reconciles_count_by_kind_and_result_and_time_each_one(m: Metrics) -> No
 
 def test_instance_phase_is_one_series_per_phase_and_goes_with_the_instance(m: Metrics) -> None:
     m.observe_instance("ADDED", instance(None))
-    assert value(m, "coai_instance_phase", namespace="apps", instance="chat", phase="Pending") == 1
+    assert value(m, "coai_instance_phase", namespace="apps", coai_instance="chat", phase="Pending") == 1
     m.observe_instance("MODIFIED", instance("Degraded"))
-    assert value(m, "coai_instance_phase", namespace="apps", instance="chat", phase="Degraded") == 1
-    assert value(m, "coai_instance_phase", namespace="apps", instance="chat", phase="Pending") == 0
+    assert value(m, "coai_instance_phase", namespace="apps", coai_instance="chat", phase="Degraded") == 1
+    assert value(m, "coai_instance_phase", namespace="apps", coai_instance="chat", phase="Pending") == 0
     m.observe_instance("DELETED", instance("Degraded"))
-    assert value(m, "coai_instance_phase", namespace="apps", instance="chat", phase="Degraded") is None
+    assert value(m, "coai_instance_phase", namespace="apps", coai_instance="chat", phase="Degraded") is None
 
 
 def test_migration_phase_start_time_and_steps(m: Metrics) -> None:
@@ -62,7 +62,7 @@ def test_migration_phase_start_time_and_steps(m: Metrics) -> None:
         {"name": "Migrate-2.0.0", "phase": "Running", "startedAt": "2026-12-01T08:00:42Z"},
     ], startedAt=T0)
     m.observe_migration("ADDED", running)
-    labels = {"namespace": "apps", "migration": "up", "instance": "chat"}
+    labels = {"namespace": "apps", "migration": "up", "coai_instance": "chat"}
     assert value(m, "coai_migration_phase", phase="Migrating", **labels) == 1
     assert value(m, "coai_migration_phase", phase="Succeeded", **labels) == 0
     assert value(m, "coai_migration_start_timestamp_seconds", **labels) == parse_time(T0)
@@ -92,7 +92,7 @@ def test_steps_finished_before_the_operator_watched_are_not_counted(m: Metrics) 
     m.observe_migration(None, done)  # kopf's initial listing after a restart
     m.observe_migration("MODIFIED", done)
     assert value(m, "coai_migration_step_duration_seconds_count", step="Backup", result="Succeeded") is None
-    assert value(m, "coai_migration_phase", namespace="apps", migration="up", instance="chat",
+    assert value(m, "coai_migration_phase", namespace="apps", migration="up", coai_instance="chat",
                  phase="Succeeded") == 1
 
 
@@ -100,23 +100,23 @@ def test_a_migration_backup_sets_the_instance_backup_metrics(m: Metrics) -> None
     backup = {"completedAt": "2026-12-01T08:00:42Z", "artifacts": [{"name": "database.sql", "bytes": 1000},
                                                                    {"name": "storage.tar", "bytes": 24}]}
     m.observe_migration("MODIFIED", migration("Migrating", backup=backup))
-    assert value(m, "coai_backup_last_success_timestamp_seconds", namespace="apps", instance="chat") == parse_time(
+    assert value(m, "coai_backup_last_success_timestamp_seconds", namespace="apps", coai_instance="chat") == parse_time(
         "2026-12-01T08:00:42Z")
-    assert value(m, "coai_backup_size_bytes", namespace="apps", instance="chat") == 1024
+    assert value(m, "coai_backup_size_bytes", namespace="apps", coai_instance="chat") == 1024
 
 
 def test_record_backup_keeps_the_newest_and_counts_each_failure_once(m: Metrics) -> None:
     m.record_backup("apps", "chat", succeeded=True, at=200.0, size_bytes=10)
     m.record_backup("apps", "chat", succeeded=True, at=100.0, size_bytes=99)  # an older one, reported late
-    assert value(m, "coai_backup_last_success_timestamp_seconds", namespace="apps", instance="chat") == 200
-    assert value(m, "coai_backup_size_bytes", namespace="apps", instance="chat") == 10
+    assert value(m, "coai_backup_last_success_timestamp_seconds", namespace="apps", coai_instance="chat") == 200
+    assert value(m, "coai_backup_size_bytes", namespace="apps", coai_instance="chat") == 10
     m.record_backup("apps", "chat", succeeded=False, at=300.0)
     m.record_backup("apps", "chat", succeeded=False, at=300.0)  # the same failure seen again
-    assert value(m, "coai_backup_failures_total", namespace="apps", instance="chat") == 1
-    assert value(m, "coai_backup_last_failure_timestamp_seconds", namespace="apps", instance="chat") == 300
+    assert value(m, "coai_backup_failures_total", namespace="apps", coai_instance="chat") == 1
+    assert value(m, "coai_backup_last_failure_timestamp_seconds", namespace="apps", coai_instance="chat") == 300
     m.observe_instance("DELETED", instance("Ready"))
-    assert value(m, "coai_backup_size_bytes", namespace="apps", instance="chat") is None
-    assert value(m, "coai_backup_failures_total", namespace="apps", instance="chat") is None
+    assert value(m, "coai_backup_size_bytes", namespace="apps", coai_instance="chat") is None
+    assert value(m, "coai_backup_failures_total", namespace="apps", coai_instance="chat") is None
 
 
 def job(reason: str | None, uid: str = "u1", step: str = "migrate") -> dict[str, Any]:
@@ -150,5 +150,5 @@ def test_the_endpoint_serves_the_text_format(m: Metrics) -> None:
     host, port = serve("127.0.0.1:0", m)
     with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10) as response:
         text = response.read().decode()
-    assert 'coai_instance_phase{instance="chat",namespace="apps",phase="Ready"} 1.0' in text
+    assert 'coai_instance_phase{coai_instance="chat",namespace="apps",phase="Ready"} 1.0' in text
     assert "# TYPE coai_reconcile_total counter" in text
