@@ -4,19 +4,13 @@ alert queries exported by the operator."""
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
 from coai_operator.metrics import Metrics, exported_names
+from tests.unit.promql import metric_names
 from tests.unit.test_chart import CHART, helm, kinds, needs_helm, render
 
 ALERTS = {"CoaiInstanceDegraded", "CoaiMigrationStuck", "CoaiBackupTooOld", "CoaiBackupFailed"}
-METRIC = re.compile(r"\b(?:coai|process|python)_[a-z0-9_]+\b")
-
-
-def metric_names(expr: str) -> set[str]:
-    return set(METRIC.findall(expr))
 
 
 @needs_helm

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from coai_operator.metrics import Metrics, exported_names
+from tests.unit.promql import metric_names
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "monitoring" / "grafana" / "coai-operator.json"
-METRIC = re.compile(r"\b(?:coai|process|python)_[a-z0-9_]+\b")
 VARIABLE = re.compile(r"\$(?!__)(\w+)")
 
 
@@ -25,13 +25,13 @@ def queries(dash: dict[str, Any]) -> list[str]:
 
 def test_every_metric_the_dashboard_queries_is_exported() -> None:
     exported = exported_names(Metrics(process=True))
-    used = {name for expr in queries(dashboard()) for name in METRIC.findall(expr)}
+    used = {name for expr in queries(dashboard()) for name in metric_names(expr)}
     assert used, "the dashboard queries no coai_ metric"
     assert used <= exported, f"not exported by the operator: {sorted(used - exported)}"
 
 
 def test_every_coai_metric_is_on_the_dashboard() -> None:
-    used = {name for expr in queries(dashboard()) for name in METRIC.findall(expr)}
+    used = {name for expr in queries(dashboard()) for name in metric_names(expr)}
     names = exported_names(Metrics())
     families = {re.sub(r"_(total|bucket|sum|count)$", "", n) for n in names if n.startswith("coai_")}
     assert all(any(u.startswith(f) for u in used) for f in families), sorted(
@@ -51,3 +51,9 @@ def test_panels_have_unique_ids_a_datasource_and_known_variables() -> None:
         for target in panel["targets"]:
             assert set(VARIABLE.findall(target["expr"])) <= variables, target["expr"]
     assert dash["uid"] == "coai-operator"
+
+
+def test_metric_names_skip_labels_matchers_and_grouping() -> None:
+    expr = 'max by (namespace, coai_instance) (coai_a{coai_instance=~"x"}) unless on (coai_instance) coai_b_total'
+    assert metric_names(expr) == {"coai_a", "coai_b_total"}
+    assert metric_names("label_values(coai_c, coai_instance)") == {"coai_c"}
