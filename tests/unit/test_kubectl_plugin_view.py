@@ -92,7 +92,7 @@ def test_a_failed_step_shows_its_message() -> None:
 
 
 def test_plan_text() -> None:
-    text = view.render_plan("chat", {"from": "1.8.0", "to": "2.0.0", "path": ["1.9.0", "2.0.0"],
+    text = view.render_plan("chat", {"from": "1.8.0", "to": "2.0.0", "path": ["1.8.0-to-1.9.0", "1.9.0-to-2.0.0"],
                                      "steps": ["Preflight", "Backup"], "checks": ["database"], "warnings": []})
     assert text.splitlines() == [
         "Upgrade plan for CoaiInstance chat: 1.8.0 -> 2.0.0 (dry run: nothing created)",

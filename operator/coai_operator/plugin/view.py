@@ -128,6 +128,11 @@ def status_summary(instance: Obj, pods: Iterable[Obj], migration: Obj | None, ba
     }
 
 
+def path_text(start: str, path: Sequence[str]) -> str:
+    """1.8.0 -> 1.9.0 -> 2.0.0, from hop ids (1.8.0-to-1.9.0) or plain versions."""
+    return " -> ".join([start, *(hop.rsplit("-to-", 1)[-1] for hop in path)])
+
+
 def table(rows: Sequence[Sequence[str]], indent: str = "  ") -> list[str]:
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))] if rows else []
     return [indent + "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
@@ -151,7 +156,7 @@ def render_migration(m: Mapping[str, Any]) -> list[str]:
             f"{', running ' + m['age'] if running else ''}")
     lines = [head]
     if m["path"]:
-        lines.append(f"  Path:      {' -> '.join([m['from'], *m['path']])}")
+        lines.append(f"  Path:      {path_text(m['from'], m['path'])}")
     if m["message"]:
         lines.append(f"  Message:   {m['message']}")
     if m["rollbackRequested"]:
@@ -191,7 +196,7 @@ def render_status(s: Mapping[str, Any]) -> str:
 
 def render_plan(instance: str, plan: Mapping[str, Any]) -> str:
     lines = [f"Upgrade plan for CoaiInstance {instance}: {plan['from']} -> {plan['to']} (dry run: nothing created)",
-             f"  Path:    {' -> '.join([plan['from'], *plan['path']])}",
+             f"  Path:    {path_text(plan['from'], plan['path'])}",
              f"  Checks:  {', '.join(plan['checks']) or 'none'}"]
     lines += [f"  Warning: {w}" for w in plan["warnings"]]
     lines.append("  Steps:")
