@@ -61,8 +61,8 @@ def test_status_shows_the_instance_its_pods_and_no_migration(deployed: Deployed,
     text = coai(deployed, "status", "chat").stdout
     assert text.startswith(f"CoaiInstance {deployed.namespace}/chat\n  Version:   1.8.0\n  Phase:     Ready")
     assert "Migration: none" in text
-    assert sample(scrape(operator), "coai_instance_phase", namespace=deployed.namespace, coai_instance="chat",
-                  phase="Ready") == 1
+    wait_for(lambda: sample(scrape(operator), "coai_instance_phase", namespace=deployed.namespace,
+                            coai_instance="chat", phase="Ready") == 1, timeout=30, message="the phase metric")
 
     missing = coai(deployed, "status", "nope", check=False)
     assert missing.returncode == 1 and "CoaiInstance nope not found" in missing.stderr
