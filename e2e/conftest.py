@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -120,7 +121,7 @@ class OperatorProcess:
 
     def start(self) -> None:
         env = {**self.cluster.env, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1",
-               "COAI_INSTANCE_GRACE_SECONDS": "5", **self.extra_env}
+               "COAI_INSTANCE_GRACE_SECONDS": "5", "COAI_METRICS_ADDRESS": "127.0.0.1:0", **self.extra_env}
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "coai_operator.cli", "run", "--all-namespaces", "--verbose"],
@@ -149,6 +150,13 @@ class OperatorProcess:
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    @property
+    def metrics_url(self) -> str:
+        """The operator's /metrics (a free loopback port, from its startup log line; the last start wins)."""
+        urls = re.findall(r"Prometheus metrics on (http://\S+/metrics)", self.log_text())
+        assert urls, "the operator logged no metrics address"
+        return urls[-1]
 
 
 @pytest.fixture(scope="session")

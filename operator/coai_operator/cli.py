@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -19,6 +20,8 @@ def _run_operator(args: argparse.Namespace) -> int:
         argv += ["--liveness", args.liveness]
     if args.verbose:
         argv.append("--verbose")
+    if args.metrics:
+        os.environ["COAI_METRICS_ADDRESS"] = args.metrics  # read by the startup handler (main.py)
     return kopf_main(argv, standalone_mode=False) or 0
 
 
@@ -56,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-n", "--namespace", action="append", help="watch this namespace (repeatable)")
     run.add_argument("-A", "--all-namespaces", action="store_true", help="watch all namespaces (default)")
     run.add_argument("--liveness", help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    run.add_argument("--metrics", metavar="HOST:PORT",
+                     help="serve Prometheus metrics at http://HOST:PORT/metrics, e.g. 0.0.0.0:9102 (default: off)")
     run.add_argument("--verbose", action="store_true")
     run.set_defaults(func=_run_operator)
 

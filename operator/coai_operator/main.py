@@ -13,6 +13,7 @@ import kopf
 
 from coai_operator import constants
 from coai_operator.instance import handlers as _instance_handlers  # noqa: F401  (registers handlers)
+from coai_operator.metrics import METRICS, STEP_LABEL, serve
 from coai_operator.migration import handlers as _migration_handlers  # noqa: F401  (registers handlers)
 
 
@@ -37,3 +38,24 @@ def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any)
         constants.GROUP,
         constants.VERSION,
     )
+    address = os.environ.get("COAI_METRICS_ADDRESS")
+    if address:
+        host, port = serve(address)
+        logger.info("Prometheus metrics on http://%s:%d/metrics", host, port)
+
+
+# Metrics follow the status the controllers wrote: one more handler on watches kopf already runs
+# (Jobs: the engine steps' Jobs only, by their step label).
+@kopf.on.event(constants.GROUP, constants.VERSION, constants.INSTANCE_PLURAL, id="metrics")
+def instance_metrics(type: str | None, body: kopf.Body, **_: Any) -> None:
+    METRICS.observe_instance(type, body)
+
+
+@kopf.on.event(constants.GROUP, constants.VERSION, constants.MIGRATION_PLURAL, id="metrics")
+def migration_metrics(type: str | None, body: kopf.Body, **_: Any) -> None:
+    METRICS.observe_migration(type, body)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={STEP_LABEL: kopf.PRESENT}, id="metrics")
+def job_metrics(type: str | None, body: kopf.Body, **_: Any) -> None:
+    METRICS.observe_job(type, body)

@@ -124,7 +124,8 @@ def test_default_render_watches_all_namespaces_with_a_cluster_role() -> None:
     assert role["rules"] == RULES["operator"] + RULES["discovery"]["crds"]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "coai-operator", "namespace": "coai-system"}]
     container = kinds(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
-    assert container["args"] == ["run", "--all-namespaces", "--liveness=http://0.0.0.0:8080/healthz"]
+    assert container["args"] == ["run", "--all-namespaces", "--liveness=http://0.0.0.0:8080/healthz",
+                                 "--metrics=0.0.0.0:9102"]
 
 
 @needs_helm
@@ -143,7 +144,8 @@ def test_deployment_is_restricted_single_and_probed() -> None:
         "runAsUser": 65532, "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
     for probe in ("livenessProbe", "readinessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
-    assert container["ports"] == [{"name": "health", "containerPort": 8080, "protocol": "TCP"}]
+    assert container["ports"] == [{"name": "health", "containerPort": 8080, "protocol": "TCP"},
+                                  {"name": "metrics", "containerPort": 9102, "protocol": "TCP"}]
     assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
     assert {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}} in pod["volumes"]
 
@@ -191,18 +193,19 @@ def test_owner_references_enforcement_adds_only_its_rules() -> None:
 
 @needs_helm
 def test_log_level_extra_env_metrics_and_scheduling() -> None:
-    docs = render("logLevel=debug", "metrics.enabled=true", "metrics.port=9102", "health.port=9000",
+    docs = render("logLevel=debug", "metrics.enabled=true", "metrics.port=9200", "health.port=9000",
                   "extraEnv[0].name=COAI_LABEL", "extraEnv[0].value=blue",
                   "nodeSelector.kubernetes\\.io/os=linux", "tolerations[0].key=dedicated",
                   "tolerations[0].operator=Exists")
     pod = kinds(docs, "Deployment")[0]["spec"]["template"]["spec"]
     container = pod["containers"][0]
-    assert container["args"] == ["run", "--all-namespaces", "--liveness=http://0.0.0.0:9000/healthz", "--verbose"]
+    assert container["args"] == ["run", "--all-namespaces", "--liveness=http://0.0.0.0:9000/healthz",
+                                 "--metrics=0.0.0.0:9200", "--verbose"]
     assert {"name": "COAI_LABEL", "value": "blue"} in container["env"]
     assert pod["nodeSelector"] == {"kubernetes.io/os": "linux"}
     assert pod["tolerations"] == [{"key": "dedicated", "operator": "Exists"}]
     (service,) = kinds(docs, "Service")
-    assert service["spec"]["ports"] == [{"name": "health", "port": 9102, "targetPort": "health", "protocol": "TCP"}]
+    assert service["spec"]["ports"] == [{"name": "metrics", "port": 9200, "targetPort": "metrics", "protocol": "TCP"}]
     assert service["spec"]["selector"] == {"app.kubernetes.io/name": "coai-operator",
                                            "app.kubernetes.io/instance": "coai-operator"}
 

@@ -53,3 +53,25 @@ def test_copy_is_content_addressed_and_idempotent(tmp_path: Path) -> None:
     assert copy_into_layout(tmp_path, tmp_path / "b.txt", ".txt") == (digest, rel, False)
     assert (tmp_path / rel).read_bytes() == b"same"
     assert list((tmp_path / "temp").iterdir()) == []
+
+
+def test_a_batch_gets_no_final_name_before_its_durability_pass(tmp_path: Path) -> None:
+    from coai_operator.engine.storage import Staged
+
+    for d in ("uploads", "temp"):
+        (tmp_path / d).mkdir()
+    for name, data in (("a", b"one"), ("b", b"two"), ("c", b"one")):
+        (tmp_path / name).write_bytes(data)
+    staged = Staged(tmp_path)
+    results = [staged.copy(tmp_path / n, "") for n in ("a", "b", "c")]
+    assert [copied for _, _, copied in results] == [True, True, False]  # c has a's content: one copy
+    assert list((tmp_path / "uploads").iterdir()) == []  # a crash now leaves only temp files
+    assert len(list((tmp_path / "temp").iterdir())) == 2
+    staged.commit_files()
+    assert sorted(p.read_bytes() for p in (tmp_path / "uploads").iterdir()) == [b"one", b"two"]
+    assert list((tmp_path / "temp").iterdir()) == []
+
+    (tmp_path / "d").write_bytes(b"three")
+    staged.copy(tmp_path / "d", "")
+    staged.discard()
+    assert list((tmp_path / "temp").iterdir()) == [] and len(list((tmp_path / "uploads").iterdir())) == 2

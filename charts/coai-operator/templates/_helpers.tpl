@@ -79,7 +79,7 @@ RBAC rules, from files/rbac-rules.yaml (the one source for the chart and manifes
 {{- toYaml $out -}}
 {{- end -}}
 
-{{/* `coai-operator run` arguments: the watched namespaces, kopf's liveness endpoint, the log level. */}}
+{{/* `coai-operator run` arguments: the watched namespaces, kopf's liveness endpoint, metrics, the log level. */}}
 {{- define "coai-operator.args" -}}
 - run
 {{- if .Values.watchNamespaces }}
@@ -90,6 +90,7 @@ RBAC rules, from files/rbac-rules.yaml (the one source for the chart and manifes
 - --all-namespaces
 {{- end }}
 - --liveness=http://0.0.0.0:{{ .Values.health.port }}/healthz
+- --metrics=0.0.0.0:{{ .Values.metrics.port }}
 {{- if eq .Values.logLevel "debug" }}
 - --verbose
 {{- end }}

@@ -1,4 +1,4 @@
-"""Small file helpers: atomic writes, hashing while streaming, directory fsync.
+"""Small file helpers: atomic writes, hashing while streaming, directory fsync, syncfs.
 
 A backup is only trusted once its manifest exists, so every artifact is written to a temporary
 name in the same directory and renamed into place when complete (rename is atomic on POSIX).
@@ -7,14 +7,34 @@ name in the same directory and renamed into place when complete (rename is atomi
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 CHUNK = 1 << 20
+
+
+def syncfs(path: Path) -> None:
+    """Flush every written file of the filesystem holding directory `path` in one call (syncfs(2);
+    os.sync() where libc has none): one durability pass for a batch instead of an fsync per file."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if _LIBC is None or _LIBC.syncfs(fd) != 0:
+            os.sync()
+    finally:
+        os.close(fd)
+
+
+try:
+    _LIBC: Any = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    _LIBC.syncfs.argtypes = [ctypes.c_int]
+except (OSError, AttributeError):
+    _LIBC = None
 
 
 def fsync_dir(path: Path) -> None:

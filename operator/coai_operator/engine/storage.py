@@ -11,8 +11,10 @@ Why the CONTENT hash, not the seed script's hash of the file NAME: two users upl
 collide when the bytes are identical, in which case sharing one copy is correct.
 
 Crash safety / resumability:
-- a copy is written to `temp/.coai-migrate-*.tmp`, fsynced, then renamed to its final name, so a
-  final name always holds complete content; an existing final name is simply reused;
+- a batch's copies are written to `temp/.coai-migrate-*.tmp`, made durable together (one
+  syncfs(2) of the storage filesystem instead of an fsync per file), then renamed to their final
+  names and the directory fsynced, so a final name always holds complete content; an existing
+  final name is simply reused;
 - per batch, after the copies: one transaction inserts the mapping rows into
   `storage_migration_map(file_id PK, old_path, new_path, sha256, migrated_at)` and updates
   `files.file_path` with parameterized SQL (guarded by `AND file_path = <old>`);
@@ -45,7 +47,7 @@ from coai_operator.engine import testhooks
 from coai_operator.engine.archive import walk_tree
 from coai_operator.engine.dbconfig import DbConfig
 from coai_operator.engine.dbtools import open_connection
-from coai_operator.engine.fsutil import CHUNK, fsync_dir
+from coai_operator.engine.fsutil import CHUNK, fsync_dir, syncfs
 
 log = logging.getLogger(__name__)
 
@@ -138,28 +140,61 @@ def extension(rel: str) -> str:
     return "." + suffix.lower() if _EXT.match(suffix) else ""
 
 
-def copy_into_layout(root: Path, source: Path, ext: str) -> tuple[str, str, bool]:
-    """Copy `source` to uploads/<sha256><ext> atomically; returns (sha256, new relative path, copied?)."""
-    digest = hashlib.sha256()
-    fd, tmp_name = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=".tmp", dir=root / "temp")
-    tmp = Path(tmp_name)
-    try:
-        with source.open("rb") as src, os.fdopen(fd, "wb") as out:
-            while chunk := src.read(CHUNK):
-                digest.update(chunk)
-                out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, stat.S_IMODE(source.stat().st_mode))
+@dataclass
+class Staged:
+    """One batch's copies: written to temp/, made durable together, then renamed into uploads/."""
+
+    root: Path
+    files: list[tuple[Path, Path]] = field(default_factory=list)  # (temp file, final path)
+
+    def copy(self, source: Path, ext: str) -> tuple[str, str, bool]:
+        """Copy `source` to a temp file; returns (sha256, final relative path, new content?)."""
+        digest = hashlib.sha256()
+        fd, tmp_name = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=".tmp", dir=self.root / "temp")
+        tmp = Path(tmp_name)
+        try:
+            with source.open("rb") as src, os.fdopen(fd, "wb") as out:
+                while chunk := src.read(CHUNK):
+                    digest.update(chunk)
+                    out.write(chunk)
+            os.chmod(tmp, stat.S_IMODE(source.stat().st_mode))
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         rel = f"uploads/{digest.hexdigest()}{ext}"
-        target = root / rel
-        if target.is_file():
+        target = self.root / rel
+        if target.is_file() or any(final == target for _, final in self.files):
             tmp.unlink()
             return digest.hexdigest(), rel, False
-        tmp.replace(target)
+        self.files.append((tmp, target))
         return digest.hexdigest(), rel, True
+
+    def commit_files(self) -> None:
+        """Durable content first (one syncfs), then the renames, then the directory: a final name
+        only ever holds complete content, and the renames are durable before the database commit."""
+        if not self.files:
+            return
+        syncfs(self.root)
+        for tmp, target in self.files:
+            tmp.replace(target)
+        fsync_dir(self.root / "uploads")
+        self.files.clear()
+
+    def discard(self) -> None:
+        for tmp, _ in self.files:
+            tmp.unlink(missing_ok=True)
+        self.files.clear()
+
+
+def copy_into_layout(root: Path, source: Path, ext: str) -> tuple[str, str, bool]:
+    """Copy `source` to uploads/<sha256><ext> atomically and durably (one file: a batch of one)."""
+    staged = Staged(root)
+    try:
+        result = staged.copy(source, ext)
+        staged.commit_files()
+        return result
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        staged.discard()
         raise
 
 
@@ -245,18 +280,23 @@ def migrate_storage(conn: pymysql.Connection, schema: str, root: Path, id_type: 
     copied_total = 0
     for rows in _batches(conn, _PENDING_FIRST, _PENDING_NEXT, batch_size):
         pending: list[tuple[Any, str, str, str]] = []
-        for file_id, path, _old, new in rows:
-            source = _classify(root, path, new, report, file_id)
-            if source is None:
-                continue
-            digest, new_rel, copied = copy_into_layout(root, source, extension(path))
-            report.counts["copied" if copied else "deduplicated"] += 1
-            pending.append((file_id, path, new_rel, digest))
-            copied_total += 1
-            testhooks.crash_point(copied_total)
+        staged = Staged(root)
+        try:
+            for file_id, path, _old, new in rows:
+                source = _classify(root, path, new, report, file_id)
+                if source is None:
+                    continue
+                digest, new_rel, copied = staged.copy(source, extension(path))
+                report.counts["copied" if copied else "deduplicated"] += 1
+                pending.append((file_id, path, new_rel, digest))
+                copied_total += 1
+                testhooks.crash_point(copied_total)
+            staged.commit_files()
+        except BaseException:
+            staged.discard()
+            raise
         if not pending:
             continue
-        fsync_dir(root / "uploads")
         conn.begin()
         try:
             with conn.cursor() as cur:

@@ -24,8 +24,10 @@ from coai_operator.conditions import get_condition
 from coai_operator.instance import render as r
 from coai_operator.instance import status as st
 from coai_operator.instance import upgrade as up
+from coai_operator.instance.index import CACHE
 from coai_operator.instance.spec import Names, Problem, Spec, maintenance, secret_refs, validate, with_defaults
 from coai_operator.kube import Kube, KubeError, RequestStats, apply, describe
+from coai_operator.metrics import METRICS
 
 log = logging.getLogger("coai_operator.instance")
 
@@ -43,6 +45,34 @@ class Outcome:
     changed: list[str] = field(default_factory=list)
     stats: RequestStats = field(default_factory=RequestStats)
     skipped: str | None = None
+
+
+def _live(kube: Kube, api_version: str, kind: str, namespace: str, name: str) -> Obj | None:
+    """An object from the watch cache when it covers the kind (the running operator), else a GET."""
+    if CACHE.bound and CACHE.cached(kind):
+        return CACHE.get(kind, namespace, name)
+    return kube.get(api_version, kind, namespace, name)
+
+
+# (namespace, instance) -> (generation, Secret refs) of the last check that found everything: the
+# operator may not watch Secrets, so reconciles of the same spec (child events, the drift check)
+# do not GET them again. A spec change, a failed check or a restart checks again.
+_secrets_found: dict[tuple[str, str], tuple[int, tuple[Any, ...]]] = {}
+
+
+def check_secrets_once(kube: Kube, spec: Spec, meta: Mapping[str, Any]) -> Problem | None:
+    if not CACHE.bound:  # outside the running operator: always check
+        return check_secrets(kube, spec, meta["namespace"])
+    key = (meta["namespace"], meta["name"])
+    seen = (int(meta.get("generation") or 0), tuple(secret_refs(spec)))
+    if _secrets_found.get(key) == seen:
+        return None
+    problem = check_secrets(kube, spec, key[0])
+    if problem is None:
+        _secrets_found[key] = seen
+    else:
+        _secrets_found.pop(key, None)
+    return problem
 
 
 def check_secrets(kube: Kube, spec: Spec, namespace: str) -> Problem | None:
@@ -69,9 +99,9 @@ def _remove_unmanaged_redis(kube: Kube, body: Mapping[str, Any]) -> list[str]:
     meta = body["metadata"]
     removed = []
     for api_version, kind in (("apps/v1", "Deployment"), ("v1", "Service")):
-        live = kube.get(api_version, kind, meta["namespace"], Names(meta["name"]).redis)
-        if live is not None and _owned_by(live, meta["uid"]):
-            kube.delete(api_version, kind, meta["namespace"], live["metadata"]["name"])
+        live = _live(kube, api_version, kind, meta["namespace"], Names(meta["name"]).redis)
+        if live is not None and _owned_by(live, meta["uid"]) and kube.delete(
+                api_version, kind, meta["namespace"], live["metadata"]["name"]):
             removed.append(describe(live))
             events.normal(body, "Deleted", f"Deleted {describe(live)}: spec.redis.managed.enabled is false")
     return removed
@@ -82,18 +112,26 @@ def _apply_children(kube: Kube, body: Mapping[str, Any], rendered: r.Rendered,
     """Apply every child; return the live CoAI Deployment and the failures (the others still applied)."""
     deployment: Obj | None = None
     errors: list[KubeError] = []
+    done: dict[str, list[str]] = {"Created": [], "Updated": []}
     for obj in rendered.all():
+        meta = obj["metadata"]
         try:
-            result = apply(kube, obj)
+            if CACHE.bound and CACHE.cached(obj["kind"]):
+                result = apply(kube, obj, live=CACHE.get(obj["kind"], meta["namespace"], meta["name"]))
+            else:
+                result = apply(kube, obj)
         except KubeError as exc:  # reported once through the Degraded condition and its Event
             errors.append(exc)
             continue
         if result.changed:
             verb = "Created" if result.action == "created" else "Updated"
             outcome.changed.append(f"{verb.lower()} {describe(obj)}")
-            events.normal(body, verb, f"{verb} {describe(obj)}")
+            done[verb].append(describe(obj))
         if obj is rendered.deployment:
             deployment = result.object
+    for verb, described in done.items():  # one Event per reconcile and verb: each Event is a request
+        if described:
+            events.normal(body, verb, f"{verb} {', '.join(described)}")
     if not rendered.redis:
         try:
             outcome.changed += [f"deleted {d}" for d in _remove_unmanaged_redis(kube, body)]
@@ -133,7 +171,7 @@ def reconcile(body: Mapping[str, Any], kube: Kube) -> Outcome:
     applied = False
     if problem is None:
         try:
-            problem = check_secrets(kube, spec, namespace)
+            problem = check_secrets_once(kube, spec, meta)
         except KubeError as exc:
             problem = Problem("SecretUnreadable", exc.message)
         outcome.retry = problem is not None
@@ -153,7 +191,7 @@ def reconcile(body: Mapping[str, Any], kube: Kube) -> Outcome:
             problem, outcome.retry = Problem("ApplyFailed", errors[0].message + more), True
     if not applied:
         # Nothing was applied: running pods keep running; report how they are doing.
-        deployment = kube.get("apps/v1", "Deployment", namespace, Names(name).deployment)
+        deployment = _live(kube, "apps/v1", "Deployment", namespace, Names(name).deployment)
 
     desired = st.compute(
         current=current,
@@ -248,11 +286,13 @@ def reconcile_named(namespace: str, name: str, trigger: str, *, coalesce: bool =
 
     def run() -> Outcome | None:
         kube = kube_factory()
-        body = kube.get(constants.API_VERSION, constants.INSTANCE_KIND, namespace, name)
+        body = _live(kube, constants.API_VERSION, constants.INSTANCE_KIND, namespace, name)
         if body is None:
             log.debug("CoaiInstance %s/%s is gone (%s)", namespace, name, trigger)
             return None
-        outcome = reconcile(body, kube)
+        with METRICS.reconcile(constants.INSTANCE_KIND) as result:
+            outcome = reconcile(body, kube)
+            result["result"] = "skipped" if outcome.skipped else "problem" if outcome.problem else "ok"
         if outcome.skipped:
             log.debug("reconcile %s/%s skipped (%s): %s", namespace, name, trigger, outcome.skipped)
         else:

@@ -8,7 +8,7 @@ import itertools
 import json
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -168,6 +168,9 @@ class Kube:
         except ApiException as exc:
             raise _error(exc, f"{method} {obj_ref}") from exc
         remember_own_write(written)
+        if method != "DELETE":
+            for listener in WRITE_LISTENERS:
+                listener(written)
         return written
 
     def create(self, obj: Obj) -> Obj:
@@ -204,3 +207,7 @@ def describe(obj: Mapping[str, Any]) -> str:
     meta = obj.get("metadata", {})
     ns = meta.get("namespace")
     return f"{obj.get('kind')} {ns + '/' if ns else ''}{meta.get('name')}"
+
+
+# Called with every object a write returned (instance/index.py lays them over its watch cache).
+WRITE_LISTENERS: list[Callable[[Obj], None]] = []

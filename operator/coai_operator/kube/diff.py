@@ -240,18 +240,24 @@ class ApplyResult:
         return self.action != "unchanged"
 
 
-def apply(kube: Kube, desired: Obj, *, attempts: int = 3) -> ApplyResult:
+_UNREAD: Any = object()
+
+
+def apply(kube: Kube, desired: Obj, *, attempts: int = 3, live: Obj | None = _UNREAD) -> ApplyResult:
     """Create `desired`, or bring the live object's owned fields in line with it.
 
     Writes nothing when the live object already matches. Tolerates 404 (create) and 409 (someone
     created or changed it meanwhile: read again and retry). Raises KubeError otherwise.
+    `live`: the object as a watch cache has it (None: absent) instead of the first GET; a stale
+    one costs a 409 and a GET.
     """
     want = desired if desired.get("kind") == "PersistentVolumeClaim" else with_applied_hash(desired)
     meta = want["metadata"]
     api_version, kind, ns, name = want["apiVersion"], want["kind"], meta.get("namespace"), meta["name"]
     last: KubeError | None = None
-    for _ in range(attempts):
-        live = kube.get(api_version, kind, ns, name)
+    for attempt in range(attempts):
+        if attempt or live is _UNREAD:
+            live = kube.get(api_version, kind, ns, name)
         try:
             if live is None:
                 created = kube.create(want)

@@ -1,0 +1,1 @@
+"""`kubectl coai`: a kubectl plugin (console script kubectl-coai) for CoaiInstances and CoaiMigrations."""

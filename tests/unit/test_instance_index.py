@@ -1,0 +1,77 @@
+"""instance/index.py: reads from kopf's index (a real kopf indexer), with our writes laid over it
+until their echo arrives."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from kopf._core.engines.indexing import OperatorIndexer
+
+from coai_operator import kube
+from coai_operator.instance import index as ix
+
+
+def obj(version: str, replicas: int = 1, kind: str = "Deployment") -> dict[str, Any]:
+    return {"apiVersion": "apps/v1", "kind": kind,
+            "metadata": {"name": "chat", "namespace": "apps", "uid": "u1", "resourceVersion": version,
+                         "managedFields": [{"manager": "x"}]},
+            "spec": {"replicas": replicas}}
+
+
+@pytest.fixture
+def cache() -> tuple[ix.Cache, OperatorIndexer]:
+    c, deployments = ix.Cache(), OperatorIndexer()
+    c.bind({"Deployment": deployments.index, "CoaiInstance": OperatorIndexer().index})
+    return c, deployments
+
+
+def watched(indexer: OperatorIndexer, body: dict[str, Any]) -> None:
+    """What kopf does on a watch event: store the index function's result under the object's key."""
+    meta = body["metadata"]
+    indexer.replace((meta["namespace"], meta["name"], meta["uid"]),
+                    {("Deployment", meta["namespace"], meta["name"]): ix._trim(body, "Deployment")})
+
+
+def test_reads_come_from_the_index_without_managed_fields(cache: Any) -> None:
+    c, deployments = cache
+    assert c.get("Deployment", "apps", "chat") is None
+    watched(deployments, obj("10"))
+    got = c.get("Deployment", "apps", "chat")
+    assert got is not None and got["metadata"]["resourceVersion"] == "10" and "managedFields" not in got["metadata"]
+    assert c.cached("Deployment") and not c.cached("Secret")
+
+
+def test_our_write_wins_until_its_echo_arrives(cache: Any) -> None:
+    c, deployments = cache
+    watched(deployments, obj("10"))
+    c.wrote(obj("11", replicas=2))
+    assert c.get("Deployment", "apps", "chat")["spec"]["replicas"] == 2  # the index still has rv 10
+    watched(deployments, obj("11", replicas=2))  # the echo
+    assert c.get("Deployment", "apps", "chat")["metadata"]["resourceVersion"] == "11"
+    watched(deployments, obj("12", replicas=5))  # somebody else, after us: the index is the truth again
+    assert c.get("Deployment", "apps", "chat")["spec"]["replicas"] == 5
+
+
+def test_a_lost_echo_does_not_pin_an_old_write(cache: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    c, deployments = cache
+    c.wrote(obj("11", replicas=2))
+    watched(deployments, obj("13", replicas=7))  # relisted after a watch restart: rv 11 never seen
+    assert c.get("Deployment", "apps", "chat")["spec"]["replicas"] == 2
+    monkeypatch.setattr(ix, "OVERLAY_SECONDS", -1.0)
+    assert c.get("Deployment", "apps", "chat")["spec"]["replicas"] == 7
+
+
+def test_writes_through_kube_reach_the_cache_and_unbound_means_no_cache() -> None:
+    assert ix.CACHE.wrote in kube.WRITE_LISTENERS
+    c = ix.Cache()
+    c.wrote(obj("11"))  # not bound: nothing cached, nothing kept
+    assert not c.bound and not c.cached("Deployment")
+
+
+def test_kopf_registers_one_index_per_cached_kind() -> None:
+    import kopf
+
+    registry = kopf.get_default_registry()
+    ids = {h.id for h in registry._indexing.get_all_handlers()}
+    assert {"coai_instances", "coai_deployments", "coai_services", "coai_configmaps", "coai_pvcs"} <= ids
