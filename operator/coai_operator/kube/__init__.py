@@ -23,7 +23,8 @@ from coai_operator.kube.diff import (
 from coai_operator.kube.echo import is_own_write_echo, remember_own_write
 
 __all__ = [
-    "APPLIED_ANNOTATIONS_ANNOTATION", "APPLIED_HASH_ANNOTATION", "RESOURCES", "WRITE_LISTENERS", "ApplyResult", "Kube", "KubeError",
+    "APPLIED_ANNOTATIONS_ANNOTATION", "APPLIED_HASH_ANNOTATION", "RESOURCES", "WRITE_LISTENERS", "ApplyResult", "Kube",
+    "KubeError",
     "RequestStats", "apply", "contains", "default_api_client", "describe", "desired_hash", "is_own_write_echo",
     "plan_update", "remember_own_write", "with_applied_hash",
 ]
