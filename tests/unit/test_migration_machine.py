@@ -305,3 +305,118 @@ def test_an_instance_with_its_own_certs_keeps_them() -> None:
     assert world.run()["phase"] == "Succeeded"
     assert world.get("CoaiInstance", "chat")["spec"]["certs"] == {"secretRef": {"name": "mine"}}
     assert world.get("Secret", "chat-jwt-keys") is None
+
+
+# --- the other transitions and failure branches ------------------------------------------------
+
+def failed_reason(status: dict) -> str:
+    return next(c for c in status["conditions"] if c["type"] == "Failed")["reason"]
+
+
+def test_dry_run_plans_and_changes_nothing() -> None:
+    world = World().setup(dryRun=True)
+    status = world.run()
+    assert status["phase"] == "Succeeded" and "dry run" in status["message"]
+    assert set(world.steps().values()) == {"Skipped"} and world.ran == []
+    assert not world.get("CoaiInstance", "chat")["status"].get("activeMigration")
+
+
+def test_a_downgrade_is_refused_with_nothing_changed() -> None:
+    world = World().setup()
+    world.migration("down", "1.6.0")
+    status = world.run("down")
+    assert status["phase"] == "Failed" and failed_reason(status) == "Downgrade"
+    assert "Nothing was changed" in status["message"] and world.kube.writes("create") == []
+
+
+def test_a_missing_instance_is_waited_for_then_refused(monkeypatch) -> None:
+    from coai_operator.migration import machine
+
+    world = World().setup()
+    world.kube.objects.pop(("CoaiInstance", "apps", "chat"))
+    world.tick()
+    assert world.status()["phase"] == "Pending"
+    monkeypatch.setattr(machine, "INSTANCE_GRACE_SECONDS", -1)
+    world.get("CoaiMigration", "to-2")["metadata"]["creationTimestamp"] = "2020-01-01T00:00:00Z"
+    status = world.run()
+    assert status["phase"] == "Failed" and failed_reason(status) == "InstanceNotFound"
+
+
+def test_manual_policy_keeps_the_lock_until_a_rollback_is_requested() -> None:
+    world = World().setup(rollback={"policy": "Manual"})
+    world.results["migrate"] = {"ok": False, "error": "boom"}
+    status = world.run()
+    assert status["phase"] == "Failed" and "rollback.requested" in status["message"]
+    assert world.get("CoaiInstance", "chat")["status"]["activeMigration"] == "to-2"
+    world.get("CoaiMigration", "to-2")["spec"]["rollback"]["requested"] = True
+    assert world.run()["phase"] == "RolledBack"
+    assert not world.get("CoaiInstance", "chat")["status"].get("activeMigration")
+
+
+def test_never_policy_stops_and_releases_the_lock() -> None:
+    world = World().setup(rollback={"policy": "Never"})
+    world.results["migrate"] = {"ok": False, "error": "boom"}
+    status = world.run()
+    assert status["phase"] == "Failed" and "Never" in status["message"]
+    assert not [s for s in world.steps() if s.startswith("Rollback")]
+    assert not world.get("CoaiInstance", "chat")["status"].get("activeMigration")
+
+
+def test_a_second_migration_waits_for_the_lock_then_runs_from_the_new_version() -> None:
+    world = World().setup(validation={"enabled": False})
+    world.migration("second", "2.0.0", validation={"enabled": False})
+    world.get("CoaiMigration", "to-2")["spec"]["targetVersion"] = "1.9.0"
+    world.results["plan"] = {"ok": True, "current": "1.8.0"}
+    world.tick("to-2")
+    world.tick("second")
+    assert world.status("second")["phase"] == "Pending"
+    assert world.run("to-2")["phase"] == "Succeeded"
+    world.results["plan"] = {"ok": True, "current": "1.9.0"}
+    status = world.run("second")
+    assert status["phase"] == "Succeeded" and status["fromVersion"] == "1.9.0"
+
+
+def test_a_failing_rollback_step_keeps_the_lock_and_says_where_the_backup_is() -> None:
+    world = World().setup()
+    world.results["migrate"] = {"ok": False, "error": "boom"}
+    world.results["restore"] = {"ok": False, "error": "disk full"}
+    status = world.run()
+    assert status["phase"] == "Failed" and failed_reason(status) == "RollbackFailed"
+    assert "disk full" in status["message"] and "chat-backup:/backup/to-2-" in status["message"]
+    assert world.get("CoaiInstance", "chat")["status"]["activeMigration"] == "to-2"
+
+
+def test_a_rollback_step_past_its_deadline_ends_in_rollback_failed() -> None:
+    world = World().setup(deadlines={"rollbackRollout": 30})
+    world.results["migrate"] = {"ok": False, "error": "boom"}
+    world.hooks.append(lambda w: setattr(w, "instance_ready", "RollbackRollout" not in w.steps()))
+    world.run_until_step("RollbackRollout")
+    world.hooks.clear()
+    world.instance_ready = False
+    world.age_step("RollbackRollout", 31)
+    status = world.run()
+    assert status["phase"] == "Failed" and failed_reason(status) == "RollbackFailed"
+    assert "deadline of 30s" in status["message"]
+
+
+def test_a_job_that_cannot_be_created_fails_its_step() -> None:
+    world = World().setup()
+    world.kube.fail("create", "Job", 403, times=99)
+    status = world.run()
+    assert status["phase"] == "Failed" and "cannot create Job" in status["message"]
+
+
+def test_a_status_write_conflict_is_retried() -> None:
+    world = World().setup()
+    world.kube.fail("patch/status", "CoaiMigration", 409)
+    assert world.tick() is not None and world.status() == {}
+    assert world.run()["phase"] == "Succeeded"
+
+
+def test_an_instance_deleted_during_the_migration_fails_it() -> None:
+    world = World().setup()
+    world.results["migrate"] = "pending"
+    world.run_until_step("Migrate")
+    world.kube.objects.pop(("CoaiInstance", "apps", "chat"))
+    status = world.run()
+    assert status["phase"] == "Failed" and failed_reason(status) == "InstanceNotFound"

@@ -286,7 +286,12 @@ def reconcile(kube: Kube, migration: Obj) -> tuple[Obj, list[tuple[str, str, str
         if delay is None or delay > 0:
             return status, ctx.events, delay
     if instance is None:
-        fail(ctx, "InstanceNotFound", f"CoaiInstance {ctx.instance_name} disappeared during the migration")
+        # Nothing can be rolled back without it (the Jobs take the database settings from it).
+        ctx.status["completedAt"] = now_rfc3339()
+        set_phase(ctx, "Failed", Reason.INSTANCE_NOT_FOUND,
+                  f"CoaiInstance {ctx.instance_name} disappeared during the migration; nothing is rolled back. The "
+                  f"backup is at {jobs.backup_pvc_name(ctx.migration)}:{jobs.backup_location(ctx.migration)}.")
+        ctx.event(Reason.INSTANCE_NOT_FOUND, ctx.status["message"], warning=True)
         return status, ctx.events, None
     if lock_holder(ctx.instance) != ctx.name:
         holder = acquire_lock(ctx)
