@@ -238,6 +238,21 @@ def _no_drift(flux_: Flux, namespace: str) -> None:
     assert changes and changes[-1] == "unchanged", changes
 
 
+def test_flux_applies_the_instance_and_reports_a_refused_version(from_git: tuple) -> None:
+    """Flux's health check (kstatus) reads our conditions: Ready at 1.9.0 with nothing to re-apply;
+    a downgrade committed to Git is refused by the operator and reported failed by Flux."""
+    deployed, flux_, git_, base_url = from_git
+    _no_drift(flux_, deployed.namespace)
+    assert spec_writers(deployed.get("coai")) == []
+    sha = _bump(deployed, git_, base_url, "1.8.0")
+    failed = flux_.wait_applied(deployed.namespace, sha, ready=False, timeout=900)
+    assert "CoaiInstance" in failed["message"], failed
+    stalled = condition(deployed.get("coai"), "Stalled")
+    assert stalled["status"] == "True" and stalled["reason"] == "Downgrade"
+    assert image(deployed).endswith(":1.9.0") and schema_version(deployed.db) == "1.9.0"
+    _no_drift(flux_, deployed.namespace)
+
+
 def test_flux_a_commit_bumping_the_version_upgrades_guarded(from_git: tuple) -> None:
     deployed, flux_, git_, base_url = from_git
     with consistency_watch(deployed) as inconsistent:
