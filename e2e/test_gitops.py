@@ -233,9 +233,11 @@ def _bump(deployed: Deployed, repo: GitServer, base_url: str, version: str, extr
 
 
 def _no_drift(flux_: Flux, namespace: str) -> None:
-    """Flux's last applies found the instance as Git has it: the operator changed nothing of it."""
-    changes = flux_.applied_changes(namespace, "CoaiInstance", "chat")
-    assert changes and changes[-1] == "unchanged", changes
+    """Flux's next apply finds the instance as Git has it: the operator changed nothing of it."""
+    seen = len(flux_.applied_changes(namespace, "CoaiInstance", "chat"))
+    changes = wait_for(lambda: c if len(c := flux_.applied_changes(namespace, "CoaiInstance", "chat")) > seen
+                       else None, timeout=120, interval=1, message="Flux re-applies the instance")
+    assert changes[-1] == "unchanged", changes
 
 
 def test_flux_applies_the_instance_and_reports_a_refused_version(from_git: tuple) -> None:
