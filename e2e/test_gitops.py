@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -18,8 +19,13 @@ import pytest
 import yaml
 from tests.spec_writers import package_spec_writers
 
+from coai_operator import constants
+from coai_operator.bundles import load_bundle
 from coai_operator.engine.dbconfig import DbConfig, connect
 from coai_operator.engine.schema_state import read_state
+from coai_operator.engine.versions import Hop, Version
+from coai_operator.instance import upgrade_state as us
+from coai_operator.kube import Kube
 from e2e.conftest import Cluster, OperatorProcess
 from e2e.flux import Flux, spec_writers
 from e2e.gitserver import GitServer
@@ -195,6 +201,42 @@ def test_a_migration_under_self_heal_ends_consistent(cluster: Cluster, at_1_9: D
     assert "2.0.0 keeps running" in stalled["message"]
     assert inconsistent == []
     assert spec_writers(at_1_9.get("coai")) == []
+
+
+def test_status_upgrade_drives_the_children_while_git_self_heals(cluster: Cluster, at_1_9: Deployed) -> None:
+    """The instance side of the contract, on a live cluster: a stand-in for the status-driven
+    migration writes status.upgrade through instance/upgrade_state.py while the manifest is
+    re-applied every 2 s, and the children follow the status, never the re-applied spec."""
+    kube = Kube(api=cluster.api_client())
+    ns = at_1_9.namespace
+    rules = load_bundle().config_rules([Hop(Version.parse("1.9.0"), Version.parse("2.0.0"))])
+
+    def write(*patches: Obj | None) -> None:
+        # upgrade_state.write wakes the instance controller in the operator's process; from here a
+        # metadata change does (kopf reacts to spec and metadata, not status).
+        instance = kube.get(constants.API_VERSION, constants.INSTANCE_KIND, ns, "chat")
+        us.write(kube, instance, us.merge(*(p(instance) for p in patches)), wake=False)
+        at_1_9.kubectl("annotate", "coai", "chat", "--overwrite", f"e2e.coai.dev/poke={uuid.uuid4().hex[:8]}")
+
+    with self_heal(cluster, ns, manifests(at_1_9.db, "1.9.0")) as errors:
+        write(lambda i: us.hold_maintenance_patch(i, "stand-in", "upgrading"))
+        wait_for(lambda: at_1_9.get("deployment")["spec"]["replicas"] == 0, timeout=60, message="scaled to 0")
+        assert condition(at_1_9.get("coai"), "Ready")["status"] == "False"
+        write(lambda i: us.config_rules_patch(i, "stand-in", rules),
+              lambda i: us.deployed_version_patch(i, "stand-in", "2.0.0"),
+              lambda i: us.release_maintenance_patch(i, "stand-in"))
+        wait_for(lambda: image(at_1_9).endswith(":2.0.0") and at_1_9.get("deployment")["spec"]["replicas"] == 1,
+                 timeout=60, message="2.0.0 rolled out, maintenance off")
+        stalled = wait_for(lambda: c if (c := condition(at_1_9.get("coai"), "Stalled")).get("reason") == "Downgrade"
+                           else None, timeout=60, message="spec.version 1.9.0 in Git reported")
+    assert errors == []
+    assert "2.0.0 keeps running" in stalled["message"]
+    env = at_1_9.get("configmap", "chat-env")["data"]
+    assert env["RBAC_ENABLED"] == "true" and "LEGACY_AUTH_ENABLED" not in env and "OLD_API_FORMAT" not in env
+    instance = at_1_9.get("coai")
+    assert instance["spec"]["version"] == "1.9.0" and instance["spec"]["config"] == APP_CONFIG  # Git's, untouched
+    assert "remove LEGACY_AUTH_ENABLED" in instance["status"]["gitConfigChanges"]
+    assert spec_writers(instance) == []
 
 
 # --- real Flux ---------------------------------------------------------------------------------------
