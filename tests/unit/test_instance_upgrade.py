@@ -314,3 +314,12 @@ def test_a_status_written_by_upgrade_state_drives_the_render() -> None:
     assert rendered.deployment["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":2.0.0")
     assert rendered.deployment["spec"]["replicas"] == 1
     assert "SECRET" in rendered.configmap["data"] and "JWT_SECRET" not in rendered.configmap["data"]
+
+
+def test_the_lock_and_the_claim_are_one_write() -> None:
+    body = instance("2.0.0")
+    body["status"].update(us.lock_patch("m"))
+    assert body["status"]["activeMigration"] == "m"
+    body["status"]["upgrade"] = {"version": "1.9.0", "migration": "m"}
+    assert not up.legacy_migration(body["status"])
+    assert up.decide(body, TABLE, [migration("2.0.0", name="m", phase="Planning")], pending_for=60).version == "1.9.0"

@@ -37,6 +37,12 @@ def _patch(instance: Mapping[str, Any], migration: str, fields: Obj) -> Obj | No
     return {"upgrade": changes}
 
 
+def lock_patch(migration: str) -> Obj:
+    """The upgrade lock and the claim on status.upgrade in ONE write: between two writes the
+    instance would still treat the holder as a migration that drives it through spec.version."""
+    return {"activeMigration": migration, "upgrade": {"migration": migration}}
+
+
 def hold_maintenance_patch(instance: Mapping[str, Any], migration: str, message: str) -> Obj | None:
     """Scale the app to 0 for the migration, whatever spec.maintenance (Git) says."""
     return _patch(instance, migration, {"maintenance": {"migration": migration, "message": message}})
