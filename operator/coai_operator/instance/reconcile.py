@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from coai_operator import constants, events
 from coai_operator.conditions import get_condition
 from coai_operator.instance import render as r
+from coai_operator.instance import secure
 from coai_operator.instance import status as st
 from coai_operator.instance.spec import Names, Problem, Spec, maintenance, secret_refs, validate, with_defaults
 from coai_operator.kube import Kube, KubeError, RequestStats, apply, describe
@@ -79,6 +80,10 @@ def _apply_children(kube: Kube, body: Mapping[str, Any], rendered: r.Rendered,
     """Apply every child; return the live CoAI Deployment and the failures (the others still applied)."""
     deployment: Obj | None = None
     errors: list[KubeError] = []
+    try:
+        outcome.changed += secure.before_apply(kube, body, rendered)
+    except KubeError as exc:
+        errors.append(exc)
     for obj in rendered.all():
         try:
             result = apply(kube, obj)
@@ -91,6 +96,10 @@ def _apply_children(kube: Kube, body: Mapping[str, Any], rendered: r.Rendered,
             events.normal(body, verb, f"{verb} {describe(obj)}")
         if obj is rendered.deployment:
             deployment = result.object
+    try:
+        outcome.changed += secure.after_apply(kube, body, rendered)
+    except KubeError as exc:
+        errors.append(exc)
     if not rendered.redis:
         try:
             outcome.changed += [f"deleted {d}" for d in _remove_unmanaged_redis(kube, body)]
