@@ -10,6 +10,8 @@ command -v mariadb-dump >/dev/null 2>&1 || need_apt+=(mariadb-client)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v unshare >/dev/null 2>&1 || need_apt+=(util-linux)
 command -v go >/dev/null 2>&1 || need_apt+=(golang-go)
+# kube-router's firewall (NetworkPolicy enforcement on the real node) programs ipsets.
+command -v ipset >/dev/null 2>&1 || [ -x /usr/sbin/ipset ] || need_apt+=(ipset)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -29,4 +31,8 @@ if [ ! -f "$stamp" ]; then
 fi
 
 .venv/bin/python e2e/localcluster/build_binaries.py >/dev/null
+# checkov (tests/unit/test_scan.py), pinned, in its own venv under the cache.
+.venv/bin/python -m tests.checkov --install
+# kube-router, firewall only (e2e/localcluster/netpol.py), into the versioned cache.
+.venv/bin/python e2e/localcluster/netpol.py
 echo "setup ok: $(.venv/bin/python e2e/localcluster/build_binaries.py --print-dir)"
