@@ -92,9 +92,9 @@ def test_the_scanned_set_covers_every_job_kind_and_both_redis_setups() -> None:
 def test_checkov_finds_nothing_new(tmp_path: Path) -> None:
     groups = write_all(tmp_path)
     report = checkov.scan(tmp_path)
-    results = report.get("results") or {}
-    passed, failed = results.get("passed_checks") or [], results.get("failed_checks") or []
-    assert passed, f"checkov scanned nothing in {groups}"
+    failed = (report.get("results") or {}).get("failed_checks") or []
+    # --quiet lists failures only; the summary still counts what passed.
+    assert (report.get("summary") or {}).get("passed", 0) > 100, f"checkov scanned (almost) nothing in {groups}"
     new = sorted({f"{f['check_id']} {f['check_name']} ({Path(f['file_path']).name}: {f['resource']})"
                   for f in failed if f["check_id"] not in SKIPS})
     assert not new, "checkov failures not in tests/checkov-skips.yaml (fix them, or skip with a reason):\n" + \
