@@ -201,6 +201,10 @@ class RecordingKube(Kube):
         self.objects[(obj["kind"], obj["metadata"]["name"])] = obj
         return obj
 
+    def list(self, api_version: str, kind: str, namespace: str | None, label_selector: str | None = None) -> list[Obj]:
+        self.calls.append(("list", kind, label_selector or ""))
+        return [o for (k, _), o in self.objects.items() if k == kind]
+
     def delete(self, api_version: str, kind: str, namespace: str | None, name: str, **_: Any) -> Obj:
         self.calls.append(("delete", kind, name))
         return self.objects.pop((kind, name))
@@ -225,12 +229,20 @@ def test_no_secret_without_managed_redis_or_with_a_given_one() -> None:
 
 
 def test_switched_off_policies_are_deleted_when_owned() -> None:
-    owned = {"metadata": {"name": "chat", "ownerReferences": [{"uid": "uid-1"}]}, "kind": "NetworkPolicy"}
+    owned = {"metadata": {"name": "chat", "namespace": "ns", "ownerReferences": [{"uid": "uid-1"}]},
+             "kind": "NetworkPolicy"}
     foreign = {"metadata": {"name": "chat-redis", "ownerReferences": [{"uid": "other"}]}, "kind": "NetworkPolicy"}
     kube = RecordingKube({("NetworkPolicy", "chat"): owned, ("NetworkPolicy", "chat-redis"): foreign})
     off = r.render({**MANAGED, "networkPolicy": {"enabled": False}}, "chat", "ns", OWNER)
-    assert secure.after_apply(kube, OWNER, off) == ["deleted NetworkPolicy chat"]
+    assert secure.after_apply(kube, OWNER, off) == ["deleted NetworkPolicy ns/chat"]
     assert ("NetworkPolicy", "chat-redis") in kube.objects  # not ours: left alone
+    assert [c[0] for c in kube.calls] == ["list", "delete"]  # one read, whatever the number of policies
+
+
+def test_no_read_when_every_policy_is_rendered() -> None:
+    kube = RecordingKube()
+    assert secure.after_apply(kube, OWNER, r.render(MANAGED, "chat", "ns", OWNER)) == []
+    assert kube.calls == []
 
 
 # --- security contexts ---------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from coai_operator import constants
 from coai_operator.instance import netpol, redis_auth
 from coai_operator.instance import render as r
 from coai_operator.kube import Kube, describe
@@ -32,14 +33,17 @@ def before_apply(kube: Kube, body: Mapping[str, Any], rendered: r.Rendered) -> l
 
 
 def after_apply(kube: Kube, body: Mapping[str, Any], rendered: r.Rendered) -> list[str]:
-    """Delete this instance's NetworkPolicies that are no longer rendered."""
+    """Delete this instance's NetworkPolicies that are no longer rendered (one list request)."""
     meta = body["metadata"]
+    stale = set(netpol.stale_policy_names(rendered.network_policies, meta["name"]))
+    if not stale:
+        return []
+    selector = (f"{constants.LABEL_INSTANCE}={meta['name']},"
+                f"{constants.LABEL_MANAGED_BY}={constants.MANAGED_BY}")
     removed = []
-    for policy_name in netpol.stale_policy_names(rendered.network_policies, meta["name"]):
-        live = kube.get(NETPOL_API, "NetworkPolicy", meta["namespace"], policy_name)
-        owned = live is not None and any(
-            ref.get("uid") == meta["uid"] for ref in live["metadata"].get("ownerReferences") or [])
-        if owned:
-            kube.delete(NETPOL_API, "NetworkPolicy", meta["namespace"], policy_name)
+    for live in kube.list(NETPOL_API, "NetworkPolicy", meta["namespace"], label_selector=selector):
+        owned = any(ref.get("uid") == meta["uid"] for ref in live["metadata"].get("ownerReferences") or [])
+        if owned and live["metadata"]["name"] in stale:
+            kube.delete(NETPOL_API, "NetworkPolicy", meta["namespace"], live["metadata"]["name"])
             removed.append(f"deleted {describe(live)}")
     return removed
