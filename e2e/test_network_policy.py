@@ -1,26 +1,39 @@
 """NetworkPolicies enforced on the real node (kube-router's firewall, e2e/localcluster/netpol.py).
 
-A CoaiInstance with managed Redis (generated password): a pod in another namespace cannot open a
-TCP connection to the Redis Service, a pod of the instance's namespace without the app's labels
-cannot either, a pod with them can; the app's port is closed to other namespaces; a login through
-the app (which needs Redis) still works.
-
-Runs only on a cluster that enforces policies: the local cluster once its real node starts the
-firewall (`LocalCluster.firewall`), or an existing cluster with COAI_E2E_NETPOL_ENFORCED=1.
+- On a cluster that enforces policies (the local cluster once its real node starts the firewall,
+  `LocalCluster.firewall`; or an existing cluster with COAI_E2E_NETPOL_ENFORCED=1): a CoaiInstance
+  with managed Redis (generated password): a pod in another namespace cannot open a TCP connection
+  to the Redis Service, a pod of the instance's namespace without the app's labels cannot either, a
+  pod with them can; the app's port is closed to other namespaces; a login through the app (which
+  needs Redis) still works.
+- On the local control plane with any node: kube-router, in a private network namespace (its
+  iptables and ipsets touch nothing of the host), turns the operator's rendered policies into
+  rules for the instance's pods. This proves kube-router runs here against our cluster and reads
+  our policies; the packet-level proof is the test above.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import pytest
 import yaml
 
 from coai_operator import constants
+from coai_operator.instance import redis_auth
+from coai_operator.instance import render as r
 from e2e.conftest import Cluster, OperatorProcess
 from e2e.helpers import wait_for
+from e2e.localcluster import netpol
+from e2e.localcluster.nodeagent import NODE_NAME
 
 pytestmark = pytest.mark.e2e
 
@@ -134,3 +147,78 @@ def test_managed_redis_is_reachable_only_from_its_app(enforced: Cluster, operato
         assert phase == "Succeeded", f"login through the app failed: {log}"
     finally:
         cluster.kubectl("delete", "namespace", other, "--wait=false", check=False)
+
+
+# --- kube-router against the local control plane, in a private network namespace ------------------
+
+@pytest.fixture
+def netns_firewall(cluster: Cluster, tmp_path: Path) -> Iterator[subprocess.Popen]:
+    """kube-router's firewall in its own network namespace; the API server reached through a socat
+    relay over a unix socket (the namespace has only its own loopback)."""
+    if cluster.local is None:
+        pytest.skip("needs the local control plane")
+    if not netpol.binary().exists() or netpol.missing_commands():
+        pytest.skip(f"kube-router not built or {netpol.missing_commands()} missing (e2e/setup.sh)")
+    if subprocess.run(["unshare", "--net", "true"], capture_output=True).returncode != 0:
+        pytest.skip("cannot create a network namespace here")
+    api_port = urlparse(cluster.local.api_url).port
+    sock = tmp_path / "api.sock"
+    log = (tmp_path / "kube-router.log").open("ab")
+    relay = subprocess.Popen(["socat", f"UNIX-LISTEN:{sock},fork", f"TCP:127.0.0.1:{api_port}"],
+                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    inner = (f"ip link set lo up && (socat TCP-LISTEN:{api_port},bind=127.0.0.1,fork,reuseaddr "
+             f"UNIX-CONNECT:{sock} &) && exec "
+             + shlex.join(netpol.firewall_args(cluster.local.kubeconfig, NODE_NAME)))
+    proc = subprocess.Popen(["unshare", "--net", "--fork", "--kill-child", "sh", "-c", inner], stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    log.close()
+    try:
+        yield proc
+    finally:
+        for p in (proc, relay):
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+                try:
+                    p.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(p.pid, signal.SIGKILL)
+                    p.wait()
+        print((tmp_path / "kube-router.log").read_text(errors="replace")[-3000:])
+
+
+def _in_netns(proc: subprocess.Popen, *argv: str) -> str:
+    # `unshare --fork` makes the shell (then kube-router) its child: enter through that child.
+    child = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    target = child[0] if child else str(proc.pid)
+    return subprocess.run(["nsenter", "--target", target, "--net", *argv], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def test_kube_router_turns_the_operators_policies_into_rules(cluster: Cluster, namespace: str,
+                                                             netns_firewall: subprocess.Popen) -> None:
+    spec = {"version": APP_VERSION, "database": {"host": "10.0.0.5", "passwordSecretRef": {"name": "chat-db"}},
+            "redis": {"managed": {"enabled": True}}}
+    rendered = r.render(spec, "chat", namespace)
+    secrets = [{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "chat-db", "namespace": namespace},
+                "stringData": {"password": "x"}},
+               redis_auth.secret("chat", namespace, None, redis_auth.new_password())]
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([*secrets, *rendered.all()]))
+
+    def pod_ip(component: str) -> str | None:
+        out = cluster.kubectl("get", "pods", "-n", namespace, "-l", f"{constants.LABEL_COMPONENT}={component}",
+                              "-o", "jsonpath={.items[*].status.podIP}", check=False).stdout.split()
+        return out[0] if out else None
+
+    app_ip = wait_for(lambda: pod_ip("app"), timeout=120, message="app pod IP")
+    redis_ip = wait_for(lambda: pod_ip("redis"), timeout=120, message="redis pod IP")
+
+    def programmed() -> str | None:
+        assert netns_firewall.poll() is None, "kube-router exited"
+        rules = _in_netns(netns_firewall, "iptables-save")
+        wanted = [f"policy name chat-redis namespace {namespace}", f"policy name: chat namespace {namespace}"]
+        return rules if all(w in rules for w in wanted) else None
+
+    wait_for(programmed, timeout=180, message="kube-router rules for chat-redis and chat")
+    sets = _in_netns(netns_firewall, "ipset", "list")
+    assert redis_ip in sets, "the Redis pod is in no ipset: the redis policy selects nothing"
+    assert app_ip in sets, "the app pod is in no ipset"
