@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -212,13 +213,23 @@ def test_kube_router_turns_the_operators_policies_into_rules(cluster: Cluster, n
     app_ip = wait_for(lambda: pod_ip("app"), timeout=120, message="app pod IP")
     redis_ip = wait_for(lambda: pod_ip("redis"), timeout=120, message="redis pod IP")
 
-    def programmed() -> str | None:
+    def rule(policy: str, port: int) -> str | None:
+        """kube-router's ACCEPT rule of `policy` for `port`, once programmed."""
         assert netns_firewall.poll() is None, "kube-router exited"
-        rules = _in_netns(netns_firewall, "iptables-save")
-        wanted = [f"policy name chat-redis namespace {namespace}", f"policy name: chat namespace {namespace}"]
-        return rules if all(w in rules for w in wanted) else None
+        rules = _in_netns(netns_firewall, "iptables-save").splitlines()
+        name = re.compile(rf"policy name:? {re.escape(policy)} namespace {re.escape(namespace)}\b")
+        return next((line for line in rules if name.search(line) and f"--dport {port} " in line
+                     and "-j MARK" in line), None)
 
-    wait_for(programmed, timeout=180, message="kube-router rules for chat-redis and chat")
-    sets = _in_netns(netns_firewall, "ipset", "list")
-    assert redis_ip in sets, "the Redis pod is in no ipset: the redis policy selects nothing"
-    assert app_ip in sets, "the app pod is in no ipset"
+    def members(ipset: str) -> list[str]:
+        out = _in_netns(netns_firewall, "ipset", "list", ipset)
+        return [line.split()[0] for line in out.split("Members:", 1)[1].splitlines() if line.strip()]
+
+    redis_rule = wait_for(lambda: rule("chat-redis", 6379), timeout=180, message="kube-router's rule for chat-redis")
+    src, dst = re.findall(r"--match-set (\S+) (?:src|dst)", redis_rule)
+    assert members(src) == [app_ip], "only the app pod may reach Redis"
+    assert members(dst) == [redis_ip]
+    app_rule = wait_for(lambda: rule("chat", 8000), timeout=60, message="kube-router's rule for the app")
+    assert "--match-set" in app_rule  # from the namespace's pods, not from anywhere
+    # The migration Jobs: DNS to anywhere, the database's /32, the app's port.
+    assert wait_for(lambda: rule("chat-migration", 3306), timeout=60, message="migration database egress")
