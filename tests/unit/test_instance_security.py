@@ -203,7 +203,8 @@ class RecordingKube(Kube):
 
     def list(self, api_version: str, kind: str, namespace: str | None, label_selector: str | None = None) -> list[Obj]:
         self.calls.append(("list", kind, label_selector or ""))
-        return [o for (k, _), o in self.objects.items() if k == kind]
+        # Like the API server: the items of a list response carry no kind.
+        return [{k: v for k, v in o.items() if k != "kind"} for (k, _), o in self.objects.items() if k == kind]
 
     def delete(self, api_version: str, kind: str, namespace: str | None, name: str, **_: Any) -> Obj:
         self.calls.append(("delete", kind, name))

@@ -45,5 +45,6 @@ def after_apply(kube: Kube, body: Mapping[str, Any], rendered: r.Rendered) -> li
         owned = any(ref.get("uid") == meta["uid"] for ref in live["metadata"].get("ownerReferences") or [])
         if owned and live["metadata"]["name"] in stale:
             kube.delete(NETPOL_API, "NetworkPolicy", meta["namespace"], live["metadata"]["name"])
-            removed.append(f"deleted {describe(live)}")
+            # Items of a list response carry no kind.
+            removed.append(f"deleted {describe({**live, 'kind': 'NetworkPolicy'})}")
     return removed
