@@ -22,6 +22,8 @@ command -v gcc >/dev/null 2>&1 || need_apt+=(gcc)
 # Images without a registry (e2e/localcluster/images.py): Debian root filesystems, the Dockerfile.
 command -v mmdebstrap >/dev/null 2>&1 || need_apt+=(mmdebstrap)
 command -v buildah >/dev/null 2>&1 || need_apt+=(buildah)
+# kube-router's firewall (NetworkPolicy enforcement on the real node) programs ipsets.
+command -v ipset >/dev/null 2>&1 || [ -x /usr/sbin/ipset ] || need_apt+=(ipset)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -43,4 +45,8 @@ fi
 .venv/bin/python e2e/localcluster/build_binaries.py >/dev/null
 # Flux's source-controller and kustomize-controller for e2e/test_gitops.py (cached by version).
 nice -n 10 .venv/bin/python e2e/localcluster/build_flux.py >/dev/null
+# checkov (tests/unit/test_scan.py), pinned, in its own venv under the cache.
+.venv/bin/python -m tests.checkov --install
+# kube-router, firewall only (e2e/localcluster/netpol.py), into the versioned cache.
+.venv/bin/python e2e/localcluster/netpol.py
 echo "setup ok: $(.venv/bin/python e2e/localcluster/build_binaries.py --print-dir)"

@@ -56,7 +56,8 @@ NAME = "chat"
 VERSION, NEXT_VERSION = "1.9.0", "2.0.0"
 DIRECT_MANAGER = "coai-e2e-direct"  # the field manager of the reconciles these tests run
 TESTER_MANAGER = "coai-e2e-tester"  # the field manager of the test's own edits
-CHILD_KINDS = (("apps/v1", "Deployment"), ("v1", "Service"), ("v1", "ConfigMap"), ("v1", "PersistentVolumeClaim"))
+CHILD_KINDS = (("apps/v1", "Deployment"), ("v1", "Service"), ("v1", "ConfigMap"), ("v1", "PersistentVolumeClaim"),
+               ("networking.k8s.io/v1", "NetworkPolicy"))
 
 
 @pytest.fixture(scope="module")
@@ -197,8 +198,9 @@ def test_first_reconcile_creates_everything_then_a_second_makes_no_write(h: Harn
     assert first.problem is None
     h.assert_changed(first, "created PersistentVolumeClaim {ns}/chat-storage",
                      "created PersistentVolumeClaim {ns}/chat-logs", "created PersistentVolumeClaim {ns}/chat-config",
-                     "created ConfigMap {ns}/chat-env", "created Deployment {ns}/chat", "created Service {ns}/chat")
-    assert h.kinds() == {"PersistentVolumeClaim", "ConfigMap", "Deployment", "Service"}
+                     "created ConfigMap {ns}/chat-env", "created Deployment {ns}/chat", "created Service {ns}/chat",
+                     "created NetworkPolicy {ns}/chat", "created NetworkPolicy {ns}/chat-migration")
+    assert h.kinds() == {"PersistentVolumeClaim", "ConfigMap", "Deployment", "Service", "NetworkPolicy"}
     assert first.phase == "Progressing"
     h.assert_stored_phase(first)
     h.rolled_out()
@@ -223,7 +225,9 @@ def test_first_reconcile_creates_everything_then_a_second_makes_no_write(h: Harn
     assert again.stats.writes == 0
     assert again.changed == []
     # The CoaiInstance, its Secret, each of the 6 children, and the 2 managed-Redis leftover checks.
-    assert again.stats.reads == 1 + 1 + 6 + 2
+    # instance, Secret, 6 children + 2 NetworkPolicies, 2 for managed-Redis leftovers, 1 list for
+    # switched-off NetworkPolicies
+    assert again.stats.reads == 1 + 1 + 8 + 2 + 1
     assert snapshot() == before
 
 
@@ -235,7 +239,7 @@ def test_missing_secret_is_degraded_without_touching_children_and_heals(h: Harne
     assert outcome.problem.reason == "SecretNotFound"
     assert outcome.problem.message == (f"Secret coai-db does not exist in namespace {h.ns} "
                                        "(spec.database.passwordSecretRef)")
-    assert not h.kinds() & {"Deployment", "ConfigMap", "Service"}
+    assert not h.kinds() & {"Deployment", "ConfigMap", "Service", "NetworkPolicy"}
     s = h.status()
     assert s["phase"] == "Degraded"
     ready = get_condition(s["conditions"], "Ready")
@@ -354,14 +358,42 @@ def test_switching_managed_redis_off_removes_its_deployment_and_service(h: Harne
     h.create_instance({**h.spec, "redis": {"managed": {"enabled": True}}})
     h.run()
     assert h.get("Deployment", "chat-redis") is not None
+    assert h.get("NetworkPolicy", "chat-redis") is not None
     h.set_spec(h.spec)
     # The instance still exists, so the garbage collector keeps them: the reconcile deletes them.
     outcome = h.run()
     assert h.get("Deployment", "chat-redis") is None
     assert h.get("Service", "chat-redis") is None
     assert h.get("PersistentVolumeClaim", "chat-redis-data") is not None  # retained
+    assert h.get("NetworkPolicy", "chat-redis") is None
+    assert h.get("NetworkPolicy", "chat") is not None
     if not h.operator_active():
         assert f"deleted Deployment {h.ns}/chat-redis" in outcome.changed
+
+
+def test_generated_redis_password_is_created_once_and_network_policies_switch_off(h: Harness) -> None:
+    h.put_secret()
+    h.create_instance({**SPEC, "redis": {"managed": {"enabled": True}}})
+    first = h.run()
+    assert first.problem is None
+    secret = h.must("Secret", "chat-redis-auth")
+    assert secret["metadata"]["ownerReferences"][0]["uid"] == h.instance()["metadata"]["uid"]
+    assert len(base64.b64decode(secret["data"]["password"])) >= 40
+    init = h.must("Deployment", "chat-redis")["spec"]["template"]["spec"]["initContainers"][0]
+    assert init["env"][0]["valueFrom"]["secretKeyRef"] == {"name": "chat-redis-auth", "key": "password"}
+    assert not any(secret["data"]["password"] in str(x) or base64.b64decode(secret["data"]["password"]).decode()
+                   in str(x) for x in (h.status(), first.changed))
+    h.run()
+    assert h.must("Secret", "chat-redis-auth")["metadata"]["resourceVersion"] == secret["metadata"]["resourceVersion"]
+
+    h.set_spec({**SPEC, "redis": {"managed": {"enabled": True}}, "networkPolicy": {"enabled": False}})
+    off = h.run()
+    assert off.problem is None, off
+    for name in ("chat", "chat-redis", "chat-migration"):
+        assert h.get("NetworkPolicy", name) is None, name
+    if not h.operator_active():
+        assert sorted(c for c in off.changed if "NetworkPolicy" in c) == [
+            f"deleted NetworkPolicy {h.ns}/{n}" for n in ("chat", "chat-migration", "chat-redis")]
 
 
 def test_apply_failure_is_reported_and_retried(h: Harness) -> None:

@@ -370,7 +370,7 @@ def test_enums(instance_crd, migration_crd) -> None:
     ("spec.redis.managed.image", "redis:7-alpine"),
     ("spec.storage.size", "10Gi"),
     ("spec.storage.retain", True),
-    ("spec.resources", {"requests": {"memory": "1Gi"}, "limits": {"memory": "2Gi"}}),
+    ("spec.resources", {"requests": {"cpu": "100m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}}),
     ("spec.maintenance.enabled", False),
 ])
 def test_instance_defaults(instance_crd, path: str, default: Any) -> None:
@@ -630,7 +630,7 @@ SEED_INSTANCE_DEFAULTS = {
     "healthPath": "/health",
     "service": {"type": "ClusterIP", "port": 80},
     "database": {"host": "mariadb.db.svc", "port": 3306, "name": "chatnio"},
-    "resources": {"requests": {"memory": "1Gi"}, "limits": {"memory": "2Gi"}},
+    "resources": {"requests": {"cpu": "100m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}},  # + cpu (issue 16)
     "storage": {"size": "10Gi", "retain": True},
     "logs": {"size": "5Gi"},
     "configVolume": {"size": "1Gi"},

@@ -58,10 +58,15 @@ FULL: Obj = {
                      "tolerationSeconds": 60}],
     "affinity": {"podAntiAffinity": {}},
     "podAnnotations": {"scrape": "yes"},
+    "imageDigest": "sha256:" + "ab" * 32,
+    "networkPolicy": {"enabled": False},
 }
 MANAGED_REDIS: Obj = {**MINIMAL, "redis": {"passwordSecretRef": {"name": "redis-secret", "key": "rpw"},
                                            "managed": {"enabled": True, "image": "redis:7.2-alpine",
-                                                       "storage": {"size": "3Gi", "storageClassName": "rc"}}}}
+                                                       "storage": {"size": "3Gi", "storageClassName": "rc"}}},
+                     "networkPolicy": {"appIngressFrom": [
+                         {"namespaceSelector": {"matchLabels": {"team": "edge"}}, "podSelector": {}},
+                         {"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}}]}}
 
 
 def by_kind_name(objs: list[Obj]) -> dict[tuple[str, str], Obj]:
@@ -116,6 +121,8 @@ def minimal() -> r.Rendered:
 
 def test_minimal_renders_the_expected_children(minimal: r.Rendered) -> None:
     assert [(o["kind"], o["metadata"]["name"]) for o in minimal.all()] == [
+        ("NetworkPolicy", "chat"),
+        ("NetworkPolicy", "chat-migration"),
         ("PersistentVolumeClaim", "chat-storage"),
         ("PersistentVolumeClaim", "chat-logs"),
         ("PersistentVolumeClaim", "chat-config"),
@@ -145,21 +152,21 @@ def test_minimal_deployment_defaults(minimal: r.Rendered) -> None:
     assert dep["spec"]["template"]["metadata"]["labels"][constants.LABEL_VERSION] == "3.11.2"
     assert constants.LABEL_VERSION not in dep["spec"]["selector"]["matchLabels"]
     assert c["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
-    assert c["resources"] == {"requests": {"memory": "1Gi"}, "limits": {"memory": "2Gi"}}
+    assert c["resources"] == {"requests": {"cpu": "100m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}}
     for probe in ("readinessProbe", "livenessProbe"):
         assert c[probe] == {"httpGet": {"path": "/health", "port": "http"},
                             "periodSeconds": 30, "timeoutSeconds": 10, "failureThreshold": 3}
     assert c["startupProbe"]["httpGet"] == {"path": "/health", "port": "http"}
     assert c["startupProbe"]["periodSeconds"] * c["startupProbe"]["failureThreshold"] >= 300
-    assert pod["securityContext"] == {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
-    assert c["securityContext"] == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+    assert pod["securityContext"] == r.DEFAULT_POD_SECURITY_CONTEXT  # tests/unit/test_instance_security.py
+    assert c["securityContext"] == r.DEFAULT_CONTAINER_SECURITY_CONTEXT
     assert pod["enableServiceLinks"] is False
     assert pod["automountServiceAccountToken"] is False
     assert "serviceAccountName" not in pod
     for absent in ("imagePullSecrets", "nodeSelector", "tolerations", "affinity"):
         assert absent not in pod
     mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
-    assert mounts == {"/storage": "storage", "/logs": "logs", "/config": "config"}
+    assert mounts == {"/storage": "storage", "/logs": "logs", "/config": "config", "/tmp": "tmp"}
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["config"] == {"name": "config", "persistentVolumeClaim": {"claimName": "chat-config"}}
     assert volumes["storage"]["persistentVolumeClaim"]["claimName"] == "chat-storage"
@@ -208,7 +215,7 @@ def test_full_deployment_traces_every_pod_field(full: r.Rendered) -> None:
     dep = full.deployment
     c = container(dep)
     pod = dep["spec"]["template"]["spec"]
-    assert c["image"] == "registry.example.com:5000/mirror/chatnio:4.25.0"  # image + version
+    assert c["image"] == f"registry.example.com:5000/mirror/chatnio:4.25.0@{FULL['imageDigest']}"  # + digest
     assert c["imagePullPolicy"] == "Always"
     assert pod["imagePullSecrets"] == [{"name": "pull"}]
     assert dep["spec"]["replicas"] == 3
@@ -267,9 +274,11 @@ def test_managed_redis() -> None:
     dep = objs[("Deployment", "chat-redis")]
     c = container(dep)
     assert c["image"] == "redis:7.2-alpine"
-    assert c["args"] == ["redis-server", "--appendonly", "yes", "--requirepass", "$(REDIS_PASSWORD)"]
-    assert env_by_name(c)["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "redis-secret", "key": "rpw"}
-    assert c["volumeMounts"] == [{"name": "data", "mountPath": "/data"}]
+    assert c["args"] == ["redis-server", "/run/redis/redis.conf", "--appendonly", "yes"]  # password in the file
+    init = dep["spec"]["template"]["spec"]["initContainers"][0]
+    assert env_by_name(init)["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "redis-secret", "key": "rpw"}
+    assert c["volumeMounts"] == [{"name": "data", "mountPath": "/data"},
+                                 {"name": "redis-config", "mountPath": "/run/redis", "readOnly": True}]
     assert dep["spec"]["template"]["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] == "chat-redis-data"
     assert dep["spec"]["strategy"] == {"type": "Recreate"}
     assert dep["metadata"]["ownerReferences"] == [OWNER_REF]
@@ -279,15 +288,18 @@ def test_managed_redis() -> None:
     assert rendered.configmap["data"]["REDIS_HOST"] == "chat-redis"
     assert rendered.configmap["data"]["REDIS_PORT"] == "6379"
     # The app gets the same password as the server.
-    assert env_by_name(container(rendered.deployment))["REDIS_PASSWORD"] == env_by_name(c)["REDIS_PASSWORD"]
+    assert env_by_name(container(rendered.deployment))["REDIS_PASSWORD"] == env_by_name(init)["REDIS_PASSWORD"]
     order = [(o["kind"], o["metadata"]["name"]) for o in rendered.all()]
     assert order.index(("Deployment", "chat-redis")) < order.index(("Deployment", "chat"))
 
 
-def test_managed_redis_without_password_has_no_requirepass() -> None:
+def test_managed_redis_without_a_password_secret_uses_the_generated_one() -> None:
     spec = {**MINIMAL, "redis": {"managed": {"enabled": True}}}
-    c = container(by_kind_name(r.render(spec, "chat", "ns", OWNER).redis)[("Deployment", "chat-redis")])
-    assert c["args"] == ["redis-server", "--appendonly", "yes"]
+    dep = by_kind_name(r.render(spec, "chat", "ns", OWNER).redis)[("Deployment", "chat-redis")]
+    c = container(dep)
+    assert c["args"] == ["redis-server", "/run/redis/redis.conf", "--appendonly", "yes"]
+    init = dep["spec"]["template"]["spec"]["initContainers"][0]
+    assert env_by_name(init)["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "chat-redis-auth"
     assert c["image"] == "redis:7-alpine"
 
 

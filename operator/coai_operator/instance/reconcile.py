@@ -22,6 +22,7 @@ from coai_operator import constants, events
 from coai_operator.bundles import load_bundle
 from coai_operator.conditions import get_condition
 from coai_operator.instance import render as r
+from coai_operator.instance import secure
 from coai_operator.instance import status as st
 from coai_operator.instance import upgrade as up
 from coai_operator.instance.index import CACHE
@@ -113,6 +114,10 @@ def _apply_children(kube: Kube, body: Mapping[str, Any], rendered: r.Rendered,
     deployment: Obj | None = None
     errors: list[KubeError] = []
     done: dict[str, list[str]] = {"Created": [], "Updated": []}
+    try:
+        outcome.changed += secure.before_apply(kube, body, rendered)
+    except KubeError as exc:
+        errors.append(exc)
     for obj in rendered.all():
         meta = obj["metadata"]
         try:
@@ -132,6 +137,10 @@ def _apply_children(kube: Kube, body: Mapping[str, Any], rendered: r.Rendered,
     for verb, described in done.items():  # one Event per reconcile and verb: each Event is a request
         if described:
             events.normal(body, verb, f"{verb} {', '.join(described)}")
+    try:
+        outcome.changed += secure.after_apply(kube, body, rendered)
+    except KubeError as exc:
+        errors.append(exc)
     if not rendered.redis:
         try:
             outcome.changed += [f"deleted {d}" for d in _remove_unmanaged_redis(kube, body)]

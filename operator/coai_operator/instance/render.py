@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from coai_operator import constants
+from coai_operator.instance import netpol, redis_auth
 from coai_operator.instance.spec import Names, Spec, desired_replicas, image_ref, redis_managed, with_defaults
 
 Obj = dict[str, Any]
@@ -23,21 +24,35 @@ REDIS_COMPONENT = "redis"
 PVC_COMPONENTS = {"storage": "storage", "logs": "logs", "config": "config", "redis": "redis-data"}
 APP_CONTAINER = "coai"
 REDIS_PORT = 6379
-# redis:7-alpine's `redis` user and group; fsGroup makes the PVC writable for it.
-REDIS_UID, REDIS_GID = 999, 1000
+# Non-root UIDs above 10000 (no clash with host users); neither image needs its own user, and
+# fsGroup makes the PVCs writable. CoAI writes only /config, /logs, /storage and /tmp.
+APP_UID = 10001
+REDIS_UID = REDIS_GID = 10002
 
-# Restricted Pod Security Standard. The upstream CoAI image runs as root, so a real deployment
-# of it overrides spec.podSecurityContext (see e2e/samples/coaiinstance-full.yaml).
-DEFAULT_POD_SECURITY_CONTEXT: Obj = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+# Restricted Pod Security Standard. The upstream CoAI image's user is root: the explicit
+# runAsUser makes it run as APP_UID instead.
+DEFAULT_POD_SECURITY_CONTEXT: Obj = {
+    "runAsNonRoot": True,
+    "runAsUser": APP_UID,
+    "runAsGroup": APP_UID,
+    "fsGroup": APP_UID,
+    "fsGroupChangePolicy": "OnRootMismatch",
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
 DEFAULT_CONTAINER_SECURITY_CONTEXT: Obj = {
     "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
     "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
 }
+TMP_VOLUME: Obj = {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}
 # From the seed's healthcheck (interval 30s, timeout 10s, retries 3).
 PROBE_TIMING = {"periodSeconds": 30, "timeoutSeconds": 10, "failureThreshold": 3}
 # CoAI opens its port only once MySQL answers (it retries every 5 s): allow 10 minutes.
 STARTUP_TIMING = {"periodSeconds": 10, "timeoutSeconds": 10, "failureThreshold": 60}
 REDIS_RESOURCES = {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}}
+REDIS_INIT_RESOURCES = {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "32Mi"}}
 
 
 def owner_reference(owner: Mapping[str, Any]) -> Obj:
@@ -141,7 +156,7 @@ def deployment(spec: Spec, name: str, namespace: str, owner_refs: list[Obj] | No
         "ports": [{"name": "http", "containerPort": spec["port"], "protocol": "TCP"}],
         "envFrom": [{"configMapRef": {"name": names.configmap}}],
         "env": _secret_env("MYSQL_PASSWORD", spec["database"].get("passwordSecretRef"))
-        + _secret_env("REDIS_PASSWORD", spec["redis"].get("passwordSecretRef")),
+        + _secret_env("REDIS_PASSWORD", redis_auth.password_ref(spec, name)),
         "resources": copy.deepcopy(spec["resources"]),
         "securityContext": copy.deepcopy(spec.get("securityContext", DEFAULT_CONTAINER_SECURITY_CONTEXT)),
         "volumeMounts": [
@@ -149,6 +164,7 @@ def deployment(spec: Spec, name: str, namespace: str, owner_refs: list[Obj] | No
             {"name": "logs", "mountPath": "/logs"},
             # Writable PVC, not a ConfigMap: CoAI's admin panel rewrites /config/config.yaml.
             {"name": "config", "mountPath": "/config"},
+            {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108  (an emptyDir: the root filesystem is read-only)
         ],
         "startupProbe": _probe(spec, STARTUP_TIMING),
         "readinessProbe": _probe(spec, PROBE_TIMING),
@@ -174,6 +190,7 @@ def deployment(spec: Spec, name: str, namespace: str, owner_refs: list[Obj] | No
             {"name": "storage", "persistentVolumeClaim": {"claimName": names.storage_pvc}},
             {"name": "logs", "persistentVolumeClaim": {"claimName": names.logs_pvc}},
             {"name": "config", "persistentVolumeClaim": {"claimName": names.config_pvc}},
+            copy.deepcopy(TMP_VOLUME),
         ],
         **_scheduling(spec, affinity=True),
     }
@@ -272,20 +289,17 @@ def redis_objects(spec: Spec, name: str, namespace: str, owner_refs: list[Obj] |
     names = Names(name)
     managed = spec["redis"]["managed"]
     redis_labels = constants.labels(name, REDIS_COMPONENT)
-    args = ["redis-server", "--appendonly", "yes"]
-    env = _secret_env("REDIS_PASSWORD", spec["redis"].get("passwordSecretRef"))
-    if env:
-        args += ["--requirepass", "$(REDIS_PASSWORD)"]  # expanded by the kubelet, not a shell
+    # The password comes from the config file, never the command line.
+    args = ["redis-server", redis_auth.CONFIG_FILE, "--appendonly", "yes"]
     tcp = {"tcpSocket": {"port": "redis"}}
     container: Obj = {
         "name": "redis",
         "image": managed["image"],
         "args": args,
-        "env": env,
         "ports": [{"name": "redis", "containerPort": REDIS_PORT, "protocol": "TCP"}],
         "resources": copy.deepcopy(REDIS_RESOURCES),
         "securityContext": copy.deepcopy(DEFAULT_CONTAINER_SECURITY_CONTEXT),
-        "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+        "volumeMounts": [{"name": "data", "mountPath": "/data"}, redis_auth.config_mount()],
         "readinessProbe": {**tcp, "periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 3},
         "livenessProbe": {**tcp, "periodSeconds": 30, "timeoutSeconds": 10, "failureThreshold": 3},
     }
@@ -295,12 +309,16 @@ def redis_objects(spec: Spec, name: str, namespace: str, owner_refs: list[Obj] |
             "runAsUser": REDIS_UID,
             "runAsGroup": REDIS_GID,
             "fsGroup": REDIS_GID,
+            "fsGroupChangePolicy": "OnRootMismatch",
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "enableServiceLinks": False,
         "automountServiceAccountToken": False,
+        "initContainers": [redis_auth.init_container(spec, name, DEFAULT_CONTAINER_SECURITY_CONTEXT,
+                                                     REDIS_INIT_RESOURCES)],
         "containers": [container],
-        "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": names.redis_pvc}}],
+        "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": names.redis_pvc}},
+                    redis_auth.config_volume()],
         **_scheduling(spec, affinity=False),
     }
     storage = managed["storage"]
@@ -343,10 +361,12 @@ class Rendered:
     service: Obj
     config_hash: str
     spec: Spec = field(repr=False)
+    network_policies: list[Obj] = field(default_factory=list)
 
     def all(self) -> list[Obj]:
-        # Volumes and config before the pods that mount them; the Service last.
-        return [*self.pvcs, self.configmap, *self.redis, self.deployment, self.service]
+        # Policies before any pod they protect; volumes and config before the pods that mount
+        # them; the Service last.
+        return [*self.network_policies, *self.pvcs, self.configmap, *self.redis, self.deployment, self.service]
 
 
 def render(spec: Spec | None, name: str, namespace: str, owner: Mapping[str, Any] | None = None) -> Rendered:
@@ -363,6 +383,7 @@ def render(spec: Spec | None, name: str, namespace: str, owner: Mapping[str, Any
         service=service(s, name, namespace, refs),
         config_hash=cfg_hash,
         spec=s,
+        network_policies=netpol.network_policies(s, name, namespace, refs),
     )
 
 

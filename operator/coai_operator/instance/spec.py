@@ -26,7 +26,7 @@ DEFAULT_REDIS_PORT = 6379
 DEFAULT_REDIS_IMAGE = "redis:7-alpine"
 DEFAULT_SECRET_KEY = "password"  # noqa: S105  (the key name in the Secret)
 DEFAULT_SIZES = {"storage": "10Gi", "logs": "5Gi", "configVolume": "1Gi", "redis": "1Gi"}
-DEFAULT_RESOURCES = {"requests": {"memory": "1Gi"}, "limits": {"memory": "2Gi"}}
+DEFAULT_RESOURCES = {"requests": {"cpu": "100m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}}
 
 # Environment the operator derives from spec fields; spec.config must not set these.
 RESERVED_ENV = (
@@ -139,8 +139,9 @@ def desired_replicas(spec: Spec) -> int:
 
 def image_ref(spec: Spec) -> str:
     """`image:version`. The CRD forbids a tag or digest in spec.image: the version is the tag,
-    so a version change is always an image change."""
-    return f"{spec['image']}:{spec['version']}"
+    so a version change is always an image change. spec.imageDigest pins it: `image:version@digest`."""
+    digest = spec.get("imageDigest")
+    return f"{spec['image']}:{spec['version']}" + (f"@{digest}" if digest else "")
 
 
 def secret_refs(spec: Spec) -> list[tuple[str, str | None, str]]:

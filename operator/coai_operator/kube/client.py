@@ -35,6 +35,7 @@ RESOURCES: dict[str, tuple[str, bool]] = {
     "StatefulSet": ("statefulsets", True),
     "ReplicaSet": ("replicasets", True),
     "Job": ("jobs", True),
+    "NetworkPolicy": ("networkpolicies", True),
     constants.INSTANCE_KIND: (constants.INSTANCE_PLURAL, True),
     constants.MIGRATION_KIND: (constants.MIGRATION_PLURAL, True),
     "Namespace": ("namespaces", False),

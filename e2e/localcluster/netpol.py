@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""NetworkPolicy enforcement for the local cluster's real node: kube-router's firewall only.
+
+The bridge CNI enforces no NetworkPolicy. kube-router with `--run-firewall=true --run-router=false
+--run-service-proxy=false` only watches Pods, Namespaces and NetworkPolicies and programs iptables
++ ipsets on the node; routing stays with the bridge and Services with kube-proxy. It needs the
+`ipset` and `iptables` commands (apt: ipset, iptables) and root on the node's network namespace.
+
+    python e2e/localcluster/netpol.py            build into the versioned cache if missing
+    python e2e/localcluster/netpol.py --print    the binary's path
+
+The node harness calls `start_firewall(...)` once its Node object has an InternalIP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+KUBE_ROUTER_VERSION = os.environ.get("COAI_KUBE_ROUTER_VERSION", "v2.1.0")
+KUBE_ROUTER_MODULE = "github.com/cloudnativelabs/kube-router/v2"
+CACHE_ROOT = Path(os.environ.get("COAI_E2E_CACHE", Path.home() / ".cache" / "coai-operator"))
+SERVICE_CIDR = "10.96.0.0/16"  # e2e/localcluster/cluster.py's --service-cluster-ip-range
+RUNTIME_COMMANDS = ("iptables", "iptables-save", "iptables-restore", "ipset")
+
+
+def bin_dir() -> Path:
+    return CACHE_ROOT / "kube-router" / KUBE_ROUTER_VERSION
+
+
+def binary() -> Path:
+    return bin_dir() / "kube-router"
+
+
+def build() -> float:
+    """`go install` kube-router (no replace directives in its go.mod) unless cached; seconds spent."""
+    if binary().exists():
+        return 0.0
+    start = time.monotonic()
+    bin_dir().mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "CGO_ENABLED": "0", "GOBIN": str(bin_dir()), "GOFLAGS": "-mod=mod", "GOWORK": "off"}
+    subprocess.run(["nice", "-n", "10", "go", "install", "-ldflags", "-s -w",
+                    f"{KUBE_ROUTER_MODULE}/cmd/kube-router@{KUBE_ROUTER_VERSION}"], check=True, env=env)
+    return time.monotonic() - start
+
+
+def missing_commands() -> list[str]:
+    return [c for c in RUNTIME_COMMANDS if shutil.which(c) is None]
+
+
+def firewall_args(kubeconfig: Path, node_name: str, service_cidr: str = SERVICE_CIDR) -> list[str]:
+    return [
+        str(binary()),
+        f"--kubeconfig={kubeconfig}",
+        f"--hostname-override={node_name}",
+        "--run-firewall=true",
+        "--run-router=false",
+        "--run-service-proxy=false",
+        "--enable-cni=false",
+        "--enable-ipv6=false",
+        f"--service-cluster-ip-range={service_cidr}",
+        "--health-port=0",  # no listener: loopback-only rule, and nothing polls it
+        "--metrics-port=0",
+        "--iptables-sync-period=30s",
+        "--v=1",
+    ]
+
+
+def start_firewall(kubeconfig: Path, node_name: str, logs_dir: Path, bin_dir: Path | None = None,
+                   service_cidr: str = SERVICE_CIDR) -> subprocess.Popen:
+    """Start kube-router's network policy controller for `node_name`; its log is logs_dir/kube-router.log.
+
+    `bin_dir` is put first on PATH (for iptables/ipset wrappers a harness may ship); the caller
+    stops the process (terminate, then kill) and owns its lifetime. kube-router removes its own
+    chains on a clean exit only partly: a harness that tears the node down drops its netns anyway.
+    """
+    missing = missing_commands()
+    if missing:
+        raise RuntimeError(f"kube-router needs {', '.join(missing)} (apt-get install ipset iptables)")
+    if not binary().exists():
+        raise RuntimeError(f"kube-router not built: python {Path(__file__).name} (builds {binary()})")
+    logs_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    if bin_dir is not None:
+        env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+    with (logs_dir / "kube-router.log").open("ab") as log:
+        return subprocess.Popen(firewall_args(kubeconfig, node_name, service_cidr), stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--print", action="store_true", help="print the binary's path")
+    args = parser.parse_args()
+    seconds = build()
+    if seconds:
+        print(f"kube-router {KUBE_ROUTER_VERSION} built in {seconds:.0f}s", file=sys.stderr)
+    if args.print:
+        print(binary())
+
+
+if __name__ == "__main__":
+    main()
