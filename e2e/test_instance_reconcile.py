@@ -373,7 +373,7 @@ def test_switching_managed_redis_off_removes_its_deployment_and_service(h: Harne
 
 def test_generated_redis_password_is_created_once_and_network_policies_switch_off(h: Harness) -> None:
     h.put_secret()
-    h.create_instance({**SPEC, "redis": {"managed": {"enabled": True}}})
+    h.create_instance({**h.spec, "redis": {"managed": {"enabled": True}}})
     first = h.run()
     assert first.problem is None
     secret = h.must("Secret", "chat-redis-auth")
@@ -386,7 +386,7 @@ def test_generated_redis_password_is_created_once_and_network_policies_switch_of
     h.run()
     assert h.must("Secret", "chat-redis-auth")["metadata"]["resourceVersion"] == secret["metadata"]["resourceVersion"]
 
-    h.set_spec({**SPEC, "redis": {"managed": {"enabled": True}}, "networkPolicy": {"enabled": False}})
+    h.set_spec({**h.spec, "redis": {"managed": {"enabled": True}}, "networkPolicy": {"enabled": False}})
     off = h.run()
     assert off.problem is None, off
     for name in ("chat", "chat-redis", "chat-migration"):
