@@ -196,9 +196,9 @@ def _reconciles(text: str, namespace: str) -> list[re.Match[str]]:
 
 def test_a_reconcile_with_nothing_to_change_makes_no_write(minimal: Instance, operator: OperatorProcess) -> None:
     inst = minimal
-    # Let the rollout's own events die down: the last reconcile has made no write.
-    wait_for(lambda: (r := _reconciles(operator.log_text(), inst.namespace)) and r[-1]["writes"] == "0",
-             timeout=60, message="a quiet reconcile")
+    # Let the rollout finish: the last reconcile found the instance Ready and its status says so.
+    wait_for(lambda: (r := _reconciles(operator.log_text(), inst.namespace)) and r[-1]["phase"] == "Ready"
+             and inst.status().get("phase") == "Ready", timeout=60, message="the rollout's last reconcile")
     versions = {k: v["metadata"]["resourceVersion"] for k, v in inst.children().items()}
     status_before = inst.status()
     mark = len(operator.log_text())
@@ -215,7 +215,8 @@ def test_a_reconcile_with_nothing_to_change_makes_no_write(minimal: Instance, op
                          timeout=60, message="reconcile triggered by the update handler")
     for match in [*by_child, *by_update]:
         assert match["writes"] == "0", match.group(0)
-        assert int(match["reads"]) <= 12, match.group(0)
+        # Everything comes from the watch cache (instance/index.py): a no-op reconcile costs no request.
+        assert match["reads"] == "0", match.group(0)
     written = [line for line in log_since(operator, mark).splitlines()
                if "kube write" in line and f" {inst.namespace}/" in line]
     assert written == []
