@@ -127,12 +127,14 @@ CHILD_INDEXES = {"Deployment": ("apps", "v1", "deployments", "coai_deployments")
 
 
 def _register() -> None:
+    # async: kopf runs sync handlers in its thread pool, behind reconciles waiting on the API;
+    # these only copy a dict and must never wait.
     @kopf.index(constants.GROUP, constants.VERSION, constants.INSTANCE_PLURAL, id="coai_instances")
-    def coai_instances(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[tuple[str, str], Obj]:
+    async def coai_instances(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[tuple[str, str], Obj]:
         return {(namespace, name): _trim(body, constants.INSTANCE_KIND)}
 
     for kind, (group, version, plural, index_id) in CHILD_INDEXES.items():
-        def child(body: kopf.Body, namespace: str, name: str, _kind: str = kind, **_: Any) -> dict[Key, Obj]:
+        async def child(body: kopf.Body, namespace: str, name: str, _kind: str = kind, **_: Any) -> dict[Key, Obj]:
             return {(_kind, namespace, name): _trim(body, _kind)}
 
         def is_ours(body: kopf.Body, _kind: str = kind, **_: Any) -> bool:
@@ -141,13 +143,13 @@ def _register() -> None:
         kopf.index(group, version, plural, id=index_id, when=is_ours)(child)
 
     @kopf.on.startup(id="bind-watch-cache")
-    def bind_cache(coai_instances: kopf.Index, coai_deployments: kopf.Index, coai_services: kopf.Index,
+    async def bind_cache(coai_instances: kopf.Index, coai_deployments: kopf.Index, coai_services: kopf.Index,
                    coai_configmaps: kopf.Index, coai_pvcs: kopf.Index, **_: Any) -> None:
         CACHE.bind({constants.INSTANCE_KIND: coai_instances, "Deployment": coai_deployments,
                     "Service": coai_services, "ConfigMap": coai_configmaps, "PersistentVolumeClaim": coai_pvcs})
 
     @kopf.on.cleanup(id="unbind-watch-cache")
-    def unbind_cache(**_: Any) -> None:
+    async def unbind_cache(**_: Any) -> None:
         CACHE.unbind()
 
 
