@@ -45,17 +45,18 @@ def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any)
 
 
 # Metrics follow the status the controllers wrote: one more handler on watches kopf already runs
-# (Jobs: the engine steps' Jobs only, by their step label).
+# (Jobs: the engine steps' Jobs only, by their step label). async: no trip through kopf's thread
+# pool, where reconciles wait on the API.
 @kopf.on.event(constants.GROUP, constants.VERSION, constants.INSTANCE_PLURAL, id="metrics")
-def instance_metrics(type: str | None, body: kopf.Body, **_: Any) -> None:
+async def instance_metrics(type: str | None, body: kopf.Body, **_: Any) -> None:
     METRICS.observe_instance(type, body)
 
 
 @kopf.on.event(constants.GROUP, constants.VERSION, constants.MIGRATION_PLURAL, id="metrics")
-def migration_metrics(type: str | None, body: kopf.Body, **_: Any) -> None:
+async def migration_metrics(type: str | None, body: kopf.Body, **_: Any) -> None:
     METRICS.observe_migration(type, body)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={STEP_LABEL: kopf.PRESENT}, id="metrics")
-def job_metrics(type: str | None, body: kopf.Body, **_: Any) -> None:
+async def job_metrics(type: str | None, body: kopf.Body, **_: Any) -> None:
     METRICS.observe_job(type, body)

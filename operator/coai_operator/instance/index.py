@@ -6,11 +6,11 @@ and stored without managedFields. kopf fills indexes before any handler runs, an
 before the handlers of each event, so a reconcile sees at least the state that triggered it.
 
 The cache lags our own writes by one watch event. Every write through `kube.Kube` (by any
-controller) is therefore laid over it (`CACHE.wrote`) until its echo arrives; a read prefers the
-newer of the two. Whatever is still stale is caught by the API: updates are PUTs with the cached
-resourceVersion (a 409 makes `kube.apply` GET and retry) and creates of an existing object are
-409s too. A stale read that finds "nothing to change" is followed by the watch event that made it
-stale, which triggers a reconcile of its own.
+controller) is therefore laid over it (`CACHE.wrote`) until the index holds that write or a later
+version of the object; a read prefers the newer of the two. Whatever is still stale is caught by
+the API: updates are PUTs with the cached resourceVersion (a 409 makes `kube.apply` GET and
+retry) and creates of an existing object are 409s too. A stale read that finds "nothing to
+change" is followed by the watch event that made it stale, which triggers a reconcile of its own.
 
 Secrets are not cached (the operator may not list or watch them); reconcile.py remembers which
 Secrets a successful check found.
@@ -90,7 +90,7 @@ class Cache:
             if written is None:
                 return indexed
             version, obj, when = written
-            seen = indexed is not None and indexed["metadata"].get("resourceVersion") == version
+            seen = indexed is not None and _not_older(indexed["metadata"].get("resourceVersion"), version)
             if seen or time.monotonic() - when > OVERLAY_SECONDS:
                 del self._overlay[key]
                 return indexed
@@ -98,6 +98,16 @@ class Cache:
 
     def cached(self, kind: str) -> bool:
         return kind in self._indexes
+
+
+def _not_older(indexed: Any, written: str) -> bool:
+    """The index holds our write or something after it. kopf batches a burst of events into the
+    last one, so the echo itself may never be indexed; resourceVersions are etcd revisions, which
+    grow (a value that is not a number is only compared for equality)."""
+    try:
+        return int(indexed) >= int(written)
+    except (TypeError, ValueError):
+        return indexed == written
 
 
 CACHE = Cache()
@@ -117,12 +127,14 @@ CHILD_INDEXES = {"Deployment": ("apps", "v1", "deployments", "coai_deployments")
 
 
 def _register() -> None:
+    # async: kopf runs sync handlers in its thread pool, behind reconciles waiting on the API;
+    # these only copy a dict and must never wait.
     @kopf.index(constants.GROUP, constants.VERSION, constants.INSTANCE_PLURAL, id="coai_instances")
-    def coai_instances(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[tuple[str, str], Obj]:
+    async def coai_instances(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[tuple[str, str], Obj]:
         return {(namespace, name): _trim(body, constants.INSTANCE_KIND)}
 
     for kind, (group, version, plural, index_id) in CHILD_INDEXES.items():
-        def child(body: kopf.Body, namespace: str, name: str, _kind: str = kind, **_: Any) -> dict[Key, Obj]:
+        async def child(body: kopf.Body, namespace: str, name: str, _kind: str = kind, **_: Any) -> dict[Key, Obj]:
             return {(_kind, namespace, name): _trim(body, _kind)}
 
         def is_ours(body: kopf.Body, _kind: str = kind, **_: Any) -> bool:
@@ -131,13 +143,13 @@ def _register() -> None:
         kopf.index(group, version, plural, id=index_id, when=is_ours)(child)
 
     @kopf.on.startup(id="bind-watch-cache")
-    def bind_cache(coai_instances: kopf.Index, coai_deployments: kopf.Index, coai_services: kopf.Index,
+    async def bind_cache(coai_instances: kopf.Index, coai_deployments: kopf.Index, coai_services: kopf.Index,
                    coai_configmaps: kopf.Index, coai_pvcs: kopf.Index, **_: Any) -> None:
         CACHE.bind({constants.INSTANCE_KIND: coai_instances, "Deployment": coai_deployments,
                     "Service": coai_services, "ConfigMap": coai_configmaps, "PersistentVolumeClaim": coai_pvcs})
 
     @kopf.on.cleanup(id="unbind-watch-cache")
-    def unbind_cache(**_: Any) -> None:
+    async def unbind_cache(**_: Any) -> None:
         CACHE.unbind()
 
 
