@@ -26,10 +26,13 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from coai_operator.engine.errors import EngineError
 from coai_operator.engine.fsutil import atomic_write_bytes, sha256_file
+
+if TYPE_CHECKING:
+    from coai_operator.engine.store import Store
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -67,6 +70,9 @@ class Manifest:
     artifacts: list[Artifact] = field(default_factory=list)
     row_counts: dict[str, int] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    encryption: dict[str, Any] | None = None  # {"algorithm", "keyId"} when the artifacts are encrypted
+    verify: dict[str, Any] | None = None  # scratch-database restore: {"verified", "tableChecksums", ...}
+    skipped_entries: list[dict[str, str]] = field(default_factory=list)  # sockets, FIFOs, devices, outside links
 
     def artifact(self, kind: str) -> Artifact | None:
         return next((a for a in self.artifacts if a.kind == kind), None)
@@ -82,6 +88,9 @@ class Manifest:
             "storage": self.storage,
             "artifacts": [asdict(a) for a in self.artifacts],
             "rowCounts": dict(self.row_counts),
+            "encryption": self.encryption,
+            "verify": self.verify,
+            "skippedEntries": list(self.skipped_entries),
         }
 
     @classmethod
@@ -115,6 +124,9 @@ class Manifest:
             storage=data.get("storage"),
             artifacts=artifacts,
             row_counts=row_counts,
+            encryption=data.get("encryption"),
+            verify=data.get("verify"),
+            skipped_entries=list(data.get("skippedEntries") or []),
         )
 
 
@@ -134,6 +146,26 @@ def read_manifest(location: Path) -> Manifest:
     except json.JSONDecodeError as exc:
         raise ManifestError(f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}") from exc
     return Manifest.from_dict(data)
+
+
+def load_manifest(store: Store) -> Manifest:
+    """The manifest of the backup at `store` (a LocalStore or S3Store child)."""
+    try:
+        raw = store.get_bytes(MANIFEST_NAME)
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"{store.where}/{MANIFEST_NAME} is not text") from exc
+    if raw is None:
+        raise ManifestError(f"no complete backup at {store.where}: {MANIFEST_NAME} is missing")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ManifestError(f"{store.where}/{MANIFEST_NAME} is not valid JSON: {exc}") from exc
+    return Manifest.from_dict(data)
+
+
+def save_manifest(store: Store, manifest: Manifest) -> None:
+    body = json.dumps(manifest.to_dict(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    store.put_bytes(MANIFEST_NAME, body.encode("utf-8"))
 
 
 def write_manifest(directory: Path, manifest: Manifest) -> Path:
