@@ -22,6 +22,7 @@ from coai_operator.engine.fsutil import CHUNK, HashingReader, HashingWriter, sha
 
 GZIP = "gzip"
 ZSTD = "zstd"
+NONE = "none"  # only for imported files (a plain mysqldump or tar); backups are always compressed
 SUFFIX = {GZIP: ".gz", ZSTD: ".zst"}
 # Measured on a 90 MB dump (2 shared cores): gzip -1 68 MB/s → 17.6 MB, gzip -6 47 MB/s → 15.9 MB,
 # zstd -3 85 MB/s → 14.9 MB; the dump tool alone makes 130 MB/s. gzip -1 keeps the upgrade window
@@ -145,6 +146,9 @@ def decompressed_reader(path: Path, kind: str) -> Iterator[BinaryIO]:
 @contextlib.contextmanager
 def decoded_stream(src: BinaryIO, kind: str, name: str) -> Iterator[BinaryIO]:
     """Decode a compressed stream read from `src` (a file, a download, a decrypting reader)."""
+    if kind == NONE:
+        yield src
+        return
     if kind == GZIP:
         try:
             with gzip.GzipFile(fileobj=src, mode="rb") as decoded:
