@@ -29,4 +29,6 @@ if [ ! -f "$stamp" ]; then
 fi
 
 .venv/bin/python e2e/localcluster/build_binaries.py >/dev/null
+# versitygw: the real S3 server the backup tests start on loopback (tests/s3.py)
+.venv/bin/python e2e/localcluster/build_versitygw.py >/dev/null
 echo "setup ok: $(.venv/bin/python e2e/localcluster/build_binaries.py --print-dir)"

@@ -147,7 +147,9 @@ def safe_member(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
     checked = tarfile.data_filter(member, dest)
     # The `data` filter also rewrites modes (adds u+rw, drops group/other write); a restore must
     # reproduce modes exactly, so keep ours, without setuid/setgid (never wanted in app storage).
-    return checked.replace(mode=member.mode & 0o1777, deep=False) if checked.mode is not None else checked
+    if member.isdir() or member.isreg():
+        return checked.replace(mode=member.mode & 0o1777, deep=False)
+    return checked
 
 
 def scan_tar(path: Path, kind: str, dest: Path) -> tuple[str, TreeStats]:

@@ -37,9 +37,11 @@ from coai_operator.engine.dbtools import child_env, find_tool, finish_tool, open
 from coai_operator.engine.errors import BackupError, EngineError
 from coai_operator.engine.fsutil import CHUNK
 from coai_operator.engine.manifest import (
+    CONFIG,
     DATABASE,
     MANIFEST_NAME,
     STORAGE,
+    TREES,
     Artifact,
     Manifest,
     ManifestError,
@@ -74,8 +76,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dir", required=True, help="backup directory (created), e.g. /backup/<migration>, "
                                                       "or s3://bucket/prefix/<name>")
     parser.add_argument("--storage", type=Path, help="the app's storage root (/storage) to archive")
-    parser.add_argument("--include", help="comma list of database,storage (default: database, plus storage "
-                                          "when --storage is given)")
+    parser.add_argument("--config", type=Path, help="the app's /config volume to archive (config.yaml)")
+    parser.add_argument("--include", help="comma list of database,storage,config (default: database, plus "
+                                          "storage/config when --storage/--config is given)")
     parser.add_argument("--label", default="", help="free text recorded in the manifest")
     parser.add_argument("--compression", default="gzip", choices=["gzip", "zstd", "auto"],
                         help="gzip (default, in-process) or zstd (needs the zstd binary); auto picks zstd if present")
@@ -91,6 +94,7 @@ class BackupRequest:
     directory: Path | str
     include: list[str]
     storage: Path | None = None
+    config: Path | None = None
     label: str = ""
     compression: str = compress.GZIP
     level: int | None = None
@@ -107,9 +111,10 @@ class BackupRequest:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    include = parse_include(args.include) or ([DATABASE, STORAGE] if args.storage else [DATABASE])
+    include = parse_include(args.include) or [DATABASE, *([STORAGE] if args.storage else []),
+                                              *([CONFIG] if args.config else [])]
     request = BackupRequest(
-        directory=args.dir, include=include, storage=args.storage, label=args.label,
+        directory=args.dir, include=include, storage=args.storage, config=args.config, label=args.label,
         compression=compress.resolve(args.compression), level=args.level,
         events=not args.skip_events, overwrite=args.overwrite, verify=args.verify, key=crypto.load_key(),
     )
@@ -122,16 +127,18 @@ def _now() -> str:
 
 
 def _check_request(req: BackupRequest) -> None:
-    if STORAGE in req.include:
-        if req.storage is None:
-            raise BackupError("--include storage needs --storage PATH")
-        if not req.storage.is_dir():
-            raise BackupError(f"storage path {req.storage} is not a directory")
+    for kind, tree in ((STORAGE, req.storage), (CONFIG, req.config)):
+        if kind not in req.include:
+            continue
+        if tree is None:
+            raise BackupError(f"--include {kind} needs --{kind} PATH")
+        if not tree.is_dir():
+            raise BackupError(f"{kind} path {tree} is not a directory")
         if not isinstance(req.store, LocalStore):
-            return
-        root, target = req.storage.resolve(), req.store.root.resolve()
+            continue
+        root, target = tree.resolve(), req.store.root.resolve()
         if target == root or root in target.parents:
-            raise BackupError(f"backup directory {req.directory} must not be inside the storage tree {req.storage}")
+            raise BackupError(f"backup directory {req.directory} must not be inside the {kind} tree {tree}")
 
 
 def _reuse_existing(req: BackupRequest) -> Manifest | None:
@@ -161,7 +168,7 @@ def _remove_leftovers(store: Store) -> None:
         return  # objects only ever appear complete; same names are simply overwritten
     for path in store.root.iterdir():
         stale_tmp = path.name.startswith(".") and path.name.endswith(".tmp") and path.name[1:].startswith(
-            ("database.sql", "storage.tar", MANIFEST_NAME))
+            ("database.sql", "storage.tar", "config.tar", MANIFEST_NAME))
         if stale_tmp or path.name in KNOWN_ARTIFACTS:
             path.unlink(missing_ok=True)
 
@@ -211,14 +218,14 @@ def dump_database(cfg: DbConfig, tool: str, store: Store, compression: str, leve
 
 
 def archive_storage(root: Path, store: Store, compression: str, level: int | None,
-                    key: bytes | None = None) -> tuple[Artifact, TreeStats]:
-    target = f"storage.tar{compress.SUFFIX[compression]}"
+                    key: bytes | None = None, kind: str = STORAGE) -> tuple[Artifact, TreeStats]:
+    target = f"{kind}.tar{compress.SUFFIX[compression]}"
     started = time.monotonic()
     with artifact_writer(store, target, compression, level, key) as (sink, hashed):
         stats = write_tree_tar(root, sink)
     log.info("archived %s: %d files, %d bytes → %d bytes in %.2fs", root, stats.file_count, stats.bytes,
              hashed.bytes, time.monotonic() - started)
-    return Artifact(target, STORAGE, compression, hashed.bytes, hashed.sha256), stats
+    return Artifact(target, kind, compression, hashed.bytes, hashed.sha256), stats
 
 
 def _verify_artifacts(store: Store, manifest: Manifest, storage_root: Path | None, key: bytes | None,
@@ -231,14 +238,14 @@ def _verify_artifacts(store: Store, manifest: Manifest, storage_root: Path | Non
             raise BackupError(f"verification failed: {art.name} is missing or not {art.bytes} bytes")
         try:
             with artifact_reader(store, art, key, encrypted) as view:
-                if art.kind == STORAGE:
+                if art.kind in TREES:
                     stats = scan_tar_stream(view, storage_root or Path("/nonexistent"))  # type: ignore[arg-type]
             if art.kind == DATABASE and raw_bytes is not None and view.decoded_bytes != raw_bytes:
                 raise BackupError(f"verification failed: {art.name} decodes to {view.decoded_bytes} bytes, "
                                   f"dumped {raw_bytes}")
-            if art.kind == STORAGE and manifest.storage is not None and not stats.same_content(manifest.storage):
-                raise BackupError(f"verification failed: {art.name} lists {stats.to_dict()}, "
-                                  f"archived {manifest.storage}")
+            recorded = manifest.tree(art.kind)
+            if art.kind in TREES and recorded is not None and not stats.same_content(recorded):
+                raise BackupError(f"verification failed: {art.name} lists {stats.to_dict()}, archived {recorded}")
         except (compress.CompressionError, crypto.DecryptionError, tarfile.TarError, OSError) as exc:
             raise BackupError(f"verification failed: {art.name}: {exc}") from exc
 
@@ -308,11 +315,18 @@ def create_backup(req: BackupRequest, cfg: DbConfig | None) -> dict[str, Any]:
         if conn is not None:
             conn.close()
     try:
-        if STORAGE in req.include:
-            assert req.storage is not None
-            artifact, stats = archive_storage(req.storage, store, req.compression, req.level, req.key)
-            manifest.storage = {"path": str(req.storage), **stats.to_dict()}
-            manifest.skipped_entries = stats.skipped_entries
+        for kind, tree in ((STORAGE, req.storage), (CONFIG, req.config)):
+            if kind not in req.include:
+                continue
+            assert tree is not None
+            artifact, stats = archive_storage(tree, store, req.compression, req.level, req.key, kind)
+            summary = {"path": str(tree), **stats.to_dict()}
+            if kind == STORAGE:
+                manifest.storage = summary
+            else:
+                manifest.config = summary
+            manifest.skipped_entries += [{**e, "volume": kind} if kind != STORAGE else e
+                                         for e in stats.skipped_entries]
             manifest.artifacts.append(artifact)
             testhooks.crash_point(2)
         _verify_artifacts(store, manifest, req.storage, req.key, raw_bytes)

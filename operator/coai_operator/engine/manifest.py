@@ -38,7 +38,9 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 DATABASE = "database"
 STORAGE = "storage"
-KINDS = (DATABASE, STORAGE)
+CONFIG = "config"  # the /config volume (config.yaml)
+KINDS = (DATABASE, STORAGE, CONFIG)
+TREES = (STORAGE, CONFIG)
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 
 
@@ -67,12 +69,16 @@ class Manifest:
     include: list[str] = field(default_factory=list)
     database: dict[str, Any] | None = None
     storage: dict[str, Any] | None = None
+    config: dict[str, Any] | None = None
     artifacts: list[Artifact] = field(default_factory=list)
     row_counts: dict[str, int] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
     encryption: dict[str, Any] | None = None  # {"algorithm", "keyId"} when the artifacts are encrypted
     verify: dict[str, Any] | None = None  # scratch-database restore: {"verified", "tableChecksums", ...}
     skipped_entries: list[dict[str, str]] = field(default_factory=list)  # sockets, FIFOs, devices, outside links
+
+    def tree(self, kind: str) -> dict[str, Any] | None:
+        return self.storage if kind == STORAGE else self.config
 
     def artifact(self, kind: str) -> Artifact | None:
         return next((a for a in self.artifacts if a.kind == kind), None)
@@ -86,6 +92,7 @@ class Manifest:
             "include": list(self.include),
             "database": self.database,
             "storage": self.storage,
+            "config": self.config,
             "artifacts": [asdict(a) for a in self.artifacts],
             "rowCounts": dict(self.row_counts),
             "encryption": self.encryption,
@@ -122,6 +129,7 @@ class Manifest:
             include=[str(i) for i in data.get("include", [])],
             database=data.get("database"),
             storage=data.get("storage"),
+            config=data.get("config"),
             artifacts=artifacts,
             row_counts=row_counts,
             encryption=data.get("encryption"),

@@ -37,6 +37,7 @@ from coai_operator.engine.dbtools import child_env, describe_db_error, find_tool
 from coai_operator.engine.errors import RestoreError
 from coai_operator.engine.fsutil import CHUNK
 from coai_operator.engine.manifest import (
+    CONFIG,
     DATABASE,
     STORAGE,
     Artifact,
@@ -57,7 +58,8 @@ NOTHING_CHANGED = "refusing to restore; nothing was changed"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dir", required=True, help="backup directory holding manifest.json, or s3://bucket/prefix/name")
     parser.add_argument("--storage", type=Path, help="the app's storage root (/storage) to restore into")
-    parser.add_argument("--include", help="comma list of database,storage (default: what the backup holds)")
+    parser.add_argument("--config", type=Path, help="the app's /config volume to restore into")
+    parser.add_argument("--include", help="comma list of database,storage,config (default: what the backup holds)")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -69,7 +71,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     include = parse_include(args.include) or list(manifest.include)
     cfg = DbConfig.from_env() if DATABASE in include else None
     try:
-        return restore_backup(store, manifest, include, cfg, args.storage, crypto.load_key())
+        return restore_backup(store, manifest, include, cfg, args.storage, crypto.load_key(), args.config)
     except StoreError as exc:
         raise RestoreError(str(exc)) from exc
 
@@ -91,7 +93,7 @@ def check_key(manifest: Manifest, key: bytes | None) -> None:
 
 
 def verify_backup(store: Store | Path, manifest: Manifest, include: list[str], storage: Path | None,
-                  key: bytes | None = None) -> None:
+                  key: bytes | None = None, config: Path | None = None) -> None:
     """Every included artifact: present, same size, same sha256 as verified at backup, tar members safe."""
     store = LocalStore(store) if isinstance(store, Path) else store
     check_key(manifest, key)
@@ -108,11 +110,13 @@ def verify_backup(store: Store | Path, manifest: Manifest, include: list[str], s
                 # means the same bytes, so a second full decode here would only cost time.
                 digest, _ = stored_digest(store, art.name)
             else:
-                assert storage is not None
+                root = storage if kind == STORAGE else config
+                assert root is not None
                 with artifact_reader(store, art, key, manifest.encryption is not None) as view:
-                    stats = scan_tar_stream(view, storage)  # type: ignore[arg-type]
+                    stats = scan_tar_stream(view, root)  # type: ignore[arg-type]
                 digest = view.sha256
-                if manifest.storage is not None and not stats.same_content(manifest.storage):
+                recorded = manifest.tree(kind)
+                if recorded is not None and not stats.same_content(recorded):
                     raise RestoreError(f"backup artifact {art.name} does not list what the manifest records; "
                                        f"{NOTHING_CHANGED}")
         except (compress.CompressionError, crypto.DecryptionError) as exc:
@@ -220,31 +224,35 @@ def restore_database(cfg: DbConfig, store: Store, manifest: Manifest, conn: pymy
     return counts
 
 
-def restore_storage(store: Store, manifest: Manifest, root: Path, key: bytes | None = None) -> dict[str, Any]:
-    art = _artifact(manifest, STORAGE)
+def restore_storage(store: Store, manifest: Manifest, root: Path, key: bytes | None = None,
+                    kind: str = STORAGE) -> dict[str, Any]:
+    art = _artifact(manifest, kind)
     clear_tree(root)
     with artifact_reader(store, art, key, manifest.encryption is not None) as decoded:
         extract_tar_stream(decoded, root)  # type: ignore[arg-type]
     stats = tree_stats(root)
-    if manifest.storage is not None and not stats.same_content(manifest.storage):
-        raise RestoreError(f"restored storage differs from the backup: {stats.to_dict()} vs {manifest.storage}")
-    log.info("storage restored: %d files, %d bytes", stats.file_count, stats.bytes)
+    recorded = manifest.tree(kind)
+    if recorded is not None and not stats.same_content(recorded):
+        raise RestoreError(f"restored {kind} differs from the backup: {stats.to_dict()} vs {recorded}")
+    log.info("%s restored: %d files, %d bytes", kind, stats.file_count, stats.bytes)
     return stats.to_dict()
 
 
 def restore_backup(store: Store | Path, manifest: Manifest, include: list[str], cfg: DbConfig | None,
-                   storage: Path | None, key: bytes | None = None) -> dict[str, Any]:
+                   storage: Path | None, key: bytes | None = None, config: Path | None = None) -> dict[str, Any]:
     store = LocalStore(store) if isinstance(store, Path) else store
-    if STORAGE in include:
-        if storage is None:
-            raise RestoreError("the backup includes storage: pass --storage PATH (or --include database)")
-        storage.mkdir(parents=True, exist_ok=True)
+    for kind, tree in ((STORAGE, storage), (CONFIG, config)):
+        if kind not in include:
+            continue
+        if tree is None:
+            raise RestoreError(f"the backup includes {kind}: pass --{kind} PATH (or --include database)")
+        tree.mkdir(parents=True, exist_ok=True)
         if isinstance(store, LocalStore):
-            root, target = storage.resolve(), store.root.resolve()
+            root, target = tree.resolve(), store.root.resolve()
             if target == root or root in target.parents:
-                raise RestoreError(f"backup directory {store.where} is inside the storage tree {storage}; "
+                raise RestoreError(f"backup directory {store.where} is inside the {kind} tree {tree}; "
                                    f"{NOTHING_CHANGED}")
-    verify_backup(store, manifest, include, storage, key)
+    verify_backup(store, manifest, include, storage, key, config)
 
     result: dict[str, Any] = {"location": store.where, "restored": include,
                               "schemaVersion": (manifest.database or {}).get("schemaVersion")}
@@ -259,4 +267,7 @@ def restore_backup(store: Store | Path, manifest: Manifest, include: list[str], 
     if STORAGE in include:
         assert storage is not None
         result["storage"] = restore_storage(store, manifest, storage, key)
+    if CONFIG in include:
+        assert config is not None
+        result["config"] = restore_storage(store, manifest, config, key, CONFIG)
     return result
