@@ -193,3 +193,30 @@ def test_tree_fidelity_modes_empties_links_and_special_files(db_env: dict[str, s
     assert restored.returncode == 0, restored.stderr
     assert listing(target) == expected
     assert (target / "empty-file").stat().st_size == 0 and (target / "empty-dir" / "nested-empty").is_dir()
+
+
+def test_preflight_refuses_a_volume_too_small_with_both_numbers(db_config: DbConfig, db_env: dict[str, str],
+                                                                app: Path, tmp_path: Path) -> None:
+    """A 1 MiB tmpfs cannot hold a 10 MiB database: refused before anything is written."""
+    _bulk(db_config, 10)
+    query(db_config, "ANALYZE TABLE bulk")  # the estimate is InnoDB's statistics; make them current
+    small = tmp_path / "small"
+    small.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        run = run_engine(db_env, "backup", "--dir", str(small / "bk"), "--storage", str(app))
+        assert run.returncode == 1
+        assert run.result["reason"] == "InsufficientSpace", run.result
+        assert "the database is" in run.result["error"] and "only" in run.result["error"]
+        assert run.result["needBytes"] > run.result["freeBytes"]
+        assert not (small / "bk" / "manifest.json").exists()
+        # the statistics can lag; a volume that fills up mid-write is refused the same way
+        query(db_config, "CREATE TABLE bulk2 SELECT * FROM bulk")
+        run = run_engine({**db_env, "COAI_SKIP_CAPACITY_CHECK": "1"}, "backup", "--dir", str(small / "bk"))
+        assert run.returncode == 1 and run.result["reason"] == "InsufficientSpace", run.result
+        assert not (small / "bk" / "manifest.json").exists()
+        assert not [p.name for p in (small / "bk").iterdir()]  # no temporary file left behind
+    finally:
+        subprocess.run(["umount", str(small)], check=False)

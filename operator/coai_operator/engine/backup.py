@@ -17,7 +17,9 @@ rollback: `backup --dir /backup/<name>/post-migration`.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import os
 import subprocess
 import tarfile
 import tempfile
@@ -287,6 +289,18 @@ def backup_database(conn: pymysql.Connection, cfg: DbConfig, tool: str, req: Bac
 
 
 def create_backup(req: BackupRequest, cfg: DbConfig | None) -> dict[str, Any]:
+    try:
+        return _create_backup(req, cfg)
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        from coai_operator.engine.capacity import InsufficientSpaceError
+
+        raise InsufficientSpaceError(f"the backup volume filled up while writing ({req.store.where}): grow it, "
+                                     "or back up to object storage; no manifest was written") from exc
+
+
+def _create_backup(req: BackupRequest, cfg: DbConfig | None) -> dict[str, Any]:
     _check_request(req)
     conn: pymysql.Connection | None = None
     tool = ""
@@ -301,6 +315,12 @@ def create_backup(req: BackupRequest, cfg: DbConfig | None) -> dict[str, Any]:
         existing = _reuse_existing(req)
         if existing is not None:
             return _result(store, existing, reused=True)
+        if isinstance(store, LocalStore) and os.environ.get("COAI_SKIP_CAPACITY_CHECK") != "1":
+            from coai_operator.engine import capacity
+
+            db_bytes = capacity.database_bytes(conn, cfg.database) if conn is not None and cfg is not None else 0
+            trees = [t for k, t in ((STORAGE, req.storage), (CONFIG, req.config)) if k in req.include and t]
+            log.info("preflight capacity: %s", capacity.check(store.root, db_bytes, trees))
         manifest = Manifest(created_at=_now(), label=req.label, include=list(req.include))
         if req.key is not None:
             manifest.encryption = {"algorithm": crypto.ALGORITHM, "keyId": crypto.key_id(req.key)}
