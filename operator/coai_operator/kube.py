@@ -67,6 +67,10 @@ RESOURCES: dict[str, tuple[str, bool]] = {
     "Job": ("jobs", True),
     constants.INSTANCE_KIND: (constants.INSTANCE_PLURAL, True),
     constants.MIGRATION_KIND: (constants.MIGRATION_PLURAL, True),
+    "CoaiBackupLocation": ("coaibackuplocations", True),
+    "CoaiBackup": ("coaibackups", True),
+    "CoaiBackupSchedule": ("coaibackupschedules", True),
+    "CoaiRestore": ("coairestores", True),
     "Namespace": ("namespaces", False),
 }
 

@@ -82,6 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--include", help="comma list of database,storage,config (default: database, plus "
                                           "storage/config when --storage/--config is given)")
     parser.add_argument("--label", default="", help="free text recorded in the manifest")
+    parser.add_argument("--app-version", default="", help="the CoAI version running (recorded in the manifest)")
     parser.add_argument("--compression", default="gzip", choices=["gzip", "zstd", "auto"],
                         help="gzip (default, in-process) or zstd (needs the zstd binary); auto picks zstd if present")
     parser.add_argument("--level", type=int, help="compression level (default gzip 1, zstd 3: fast, see compress.py)")
@@ -104,6 +105,7 @@ class BackupRequest:
     overwrite: bool = False
     verify: bool = False
     key: bytes | None = None
+    app_version: str = ""
 
     @property
     def store(self) -> Store:
@@ -119,6 +121,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         directory=args.dir, include=include, storage=args.storage, config=args.config, label=args.label,
         compression=compress.resolve(args.compression), level=args.level,
         events=not args.skip_events, overwrite=args.overwrite, verify=args.verify, key=crypto.load_key(),
+        app_version=args.app_version,
     )
     cfg = DbConfig.from_env() if DATABASE in include else None
     return create_backup(request, cfg)
@@ -321,7 +324,7 @@ def _create_backup(req: BackupRequest, cfg: DbConfig | None) -> dict[str, Any]:
             db_bytes = capacity.database_bytes(conn, cfg.database) if conn is not None and cfg is not None else 0
             trees = [t for k, t in ((STORAGE, req.storage), (CONFIG, req.config)) if k in req.include and t]
             log.info("preflight capacity: %s", capacity.check(store.root, db_bytes, trees))
-        manifest = Manifest(created_at=_now(), label=req.label, include=list(req.include))
+        manifest = Manifest(created_at=_now(), label=req.label, include=list(req.include), app_version=req.app_version)
         if req.key is not None:
             manifest.encryption = {"algorithm": crypto.ALGORITHM, "keyId": crypto.key_id(req.key)}
         _remove_leftovers(store)
@@ -374,6 +377,7 @@ def _result(store: Store, manifest: Manifest, *, reused: bool) -> dict[str, Any]
         "rowCounts": manifest.row_counts,
         "storage": manifest.storage,
         "encrypted": manifest.encryption is not None,
+        "appVersion": manifest.app_version,
         "verify": manifest.verify,
         "skippedEntries": manifest.skipped_entries,
         "database": {k: (manifest.database or {}).get(k) for k in ("schemaVersion", "serverVersion", "rawBytes")},

@@ -66,6 +66,7 @@ class Manifest:
     created_at: str
     completed_at: str = ""
     label: str = ""
+    app_version: str = ""  # the CoAI version that wrote the data (a restore refuses a newer one)
     include: list[str] = field(default_factory=list)
     database: dict[str, Any] | None = None
     storage: dict[str, Any] | None = None
@@ -89,6 +90,7 @@ class Manifest:
             "createdAt": self.created_at,
             "completedAt": self.completed_at,
             "label": self.label,
+            "appVersion": self.app_version,
             "include": list(self.include),
             "database": self.database,
             "storage": self.storage,
@@ -126,6 +128,7 @@ class Manifest:
             created_at=str(data.get("createdAt", "")),
             completed_at=str(data.get("completedAt", "")),
             label=str(data.get("label", "")),
+            app_version=str(data.get("appVersion") or ""),
             include=[str(i) for i in data.get("include", [])],
             database=data.get("database"),
             storage=data.get("storage"),

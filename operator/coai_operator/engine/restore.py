@@ -59,6 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dir", required=True, help="backup directory holding manifest.json, or s3://bucket/prefix/name")
     parser.add_argument("--storage", type=Path, help="the app's storage root (/storage) to restore into")
     parser.add_argument("--config", type=Path, help="the app's /config volume to restore into")
+    parser.add_argument("--target-version", default="", help="the CoAI version the target runs: a backup taken "
+                                                               "by a newer version is refused")
+    parser.add_argument("--force", action="store_true", help="restore a backup of a newer app version anyway")
     parser.add_argument("--include", help="comma list of database,storage,config (default: what the backup holds)")
 
 
@@ -69,6 +72,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     except (ManifestError, StoreError) as exc:
         raise RestoreError(f"{exc}; {NOTHING_CHANGED}") from exc
     include = parse_include(args.include) or list(manifest.include)
+    check_version(manifest, args.target_version, args.force)
     cfg = DbConfig.from_env() if DATABASE in include else None
     try:
         return restore_backup(store, manifest, include, cfg, args.storage, crypto.load_key(), args.config)
@@ -81,6 +85,21 @@ def _artifact(manifest: Manifest, kind: str) -> Artifact:
     if art is None:
         raise RestoreError(f"the backup holds no {kind} artifact (it has {', '.join(manifest.include) or 'nothing'})")
     return art
+
+
+def check_version(manifest: Manifest, target: str, force: bool) -> None:
+    """Data written by a newer CoAI may not load in an older one: refuse unless forced."""
+    from coai_operator.engine.versions import UnknownVersionError, Version
+
+    if not target or not manifest.app_version or force:
+        return
+    try:
+        newer = Version.parse(manifest.app_version) > Version.parse(target)
+    except UnknownVersionError:
+        return
+    if newer:
+        raise RestoreError(f"the backup was taken by CoAI {manifest.app_version}, newer than the target's {target} "
+                           f"(set force to restore anyway); {NOTHING_CHANGED}")
 
 
 def check_key(manifest: Manifest, key: bytes | None) -> None:
@@ -254,7 +273,8 @@ def restore_backup(store: Store | Path, manifest: Manifest, include: list[str], 
                                    f"{NOTHING_CHANGED}")
     verify_backup(store, manifest, include, storage, key, config)
 
-    result: dict[str, Any] = {"location": store.where, "restored": include,
+    result: dict[str, Any] = {"location": store.where, "restored": include, "appVersion": manifest.app_version,
+                              "artifacts": [a.summary() for a in manifest.artifacts if a.kind in include],
                               "schemaVersion": (manifest.database or {}).get("schemaVersion")}
     if DATABASE in include:
         assert cfg is not None
