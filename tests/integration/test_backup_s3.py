@@ -8,6 +8,7 @@ import socket
 import stat
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -220,3 +221,87 @@ def test_preflight_refuses_a_volume_too_small_with_both_numbers(db_config: DbCon
         assert not [p.name for p in (small / "bk").iterdir()]  # no temporary file left behind
     finally:
         subprocess.run(["umount", str(small)], check=False)
+
+
+def test_catalog_lists_backups_and_retention_delete_removes_every_object(
+        db_config: DbConfig, db_env: dict[str, str], app: Path, s3_server: S3Server, s3_bucket: str) -> None:
+    from coai_operator.backup.retention import Candidate, Policy, plan
+
+    env = _env(db_env, s3_server)
+    for name in ("b1", "b2", "b3"):
+        run = run_engine(env, "backup", "--dir", f"s3://{s3_bucket}/loc/ns/{name}", "--storage", str(app))
+        assert run.returncode == 0, run.stderr
+    client = s3_server.client()
+    import io
+
+    client.put_object(s3_bucket, "loc/ns/half/database.sql.gz", io.BytesIO(b"partial"), 7)  # no manifest
+    listing = run_engine(env, "catalog", "--dir", f"s3://{s3_bucket}/loc/ns")
+    assert listing.returncode == 0, listing.stderr
+    found = {b["name"]: b for b in listing.result["backups"]}
+    assert {n for n, b in found.items() if b["complete"]} == {"b1", "b2", "b3"} and found["half"]["complete"] is False
+
+    items = [Candidate(n, datetime.fromisoformat(found[n]["completedAt"].replace("Z", "+00:00")), True) for n in
+             ("b1", "b2", "b3")]
+    _, prune = plan(items, Policy(keep_last=1))
+    assert len(prune) == 2
+    for name in prune:
+        deleted = run_engine(env, "catalog", "--dir", f"s3://{s3_bucket}/loc/ns/{name}", "--delete")
+        assert deleted.returncode == 0 and deleted.result["deleted"] == 3
+        assert s3_server.keys(s3_bucket, f"loc/ns/{name}/") == []
+    kept = {k.split("/")[2] for k in s3_server.keys(s3_bucket, "loc/ns/")}
+    assert kept == {"half"} | ({"b1", "b2", "b3"} - set(prune))
+
+
+def test_import_plain_mysqldump_and_volume_tar_from_s3(db_config: DbConfig, db_env: dict[str, str], app: Path,
+                                                       s3_server: S3Server, s3_bucket: str, tmp_path: Path) -> None:
+    """The guide's Docker route: `mysqldump > dump.sql` and a tar of the volume, uploaded, imported."""
+    import io
+
+    from tests.mariadb import TEST_PASSWORD
+
+    before, files = table_checksums(db_config), tree_digest(app)
+    counts = {t: query(db_config, f"SELECT COUNT(*) FROM `{t.replace('`', '``')}`")[0][0]
+              for t in ("users", "conversations", "audit")}
+    opts = tmp_path / "client.cnf"
+    opts.write_text(f'[client]\nhost={db_config.host}\nport={db_config.port}\nuser={db_config.user}\n'
+                    f'password="{TEST_PASSWORD.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"\n'
+                    'protocol=TCP\n')
+    dump = subprocess.run(["mariadb-dump", f"--defaults-extra-file={opts}", "--single-transaction", "--routines",
+                           "--triggers", db_config.database], capture_output=True, check=True).stdout
+    tar = subprocess.run(["tar", "czf", "-", "-C", str(app), "."], capture_output=True, check=True).stdout
+    client = s3_server.client()
+    client.put_object(s3_bucket, "docker/dump.sql", io.BytesIO(dump), len(dump))
+    client.put_object(s3_bucket, "docker/volume.tar.gz", io.BytesIO(tar), len(tar))
+
+    query(db_config, "DROP TABLE `odd `` name; --`")
+    query(db_config, "DELETE FROM conversations")
+    target = tmp_path / "new-storage"
+    (target / "stale").mkdir(parents=True)
+    run = run_engine(_env(db_env, s3_server), "import", "--dump", f"s3://{s3_bucket}/docker/dump.sql",
+                     "--tar", f"s3://{s3_bucket}/docker/volume.tar.gz", "--storage", str(target))
+    assert run.returncode == 0, run.stderr
+    assert table_checksums(db_config) == before
+    assert tree_digest(target) == files
+    assert {t: run.result["rowCounts"][t] for t in counts} == counts
+    import hashlib
+
+    shas = {a["name"]: a["sha256"] for a in run.result["artifacts"]}
+    assert shas == {"dump.sql": hashlib.sha256(dump).hexdigest(), "volume.tar.gz": hashlib.sha256(tar).hexdigest()}
+
+
+def test_import_refuses_an_unsafe_tar_and_changes_nothing(db_env: dict[str, str], tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    evil = tmp_path / "evil.tar"
+    with tarfile.open(evil, "w") as tar:
+        info = tarfile.TarInfo("../outside.txt")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    target = tmp_path / "storage"
+    target.mkdir()
+    (target / "keep.txt").write_text("keep")
+    run = run_engine(db_env, "import", "--tar", str(evil), "--storage", str(target))
+    assert run.returncode == 1
+    assert "unsafe member" in run.result["error"] and "nothing was changed" in run.result["error"]
+    assert [p.name for p in target.iterdir()] == ["keep.txt"]

@@ -167,6 +167,8 @@ def scan_tar_stream(decoded: BinaryIO, dest: Path) -> TreeStats:
     with tarfile.open(fileobj=decoded, mode="r|", encoding="utf-8", errors="surrogateescape") as tar:
         for member in tar:
             safe_member(member, dest_real)
+            if os.path.normpath(member.name) == ".":
+                continue  # `tar -C dir .` (a Docker volume export) names the root itself
             if member.isreg():
                 stats.file_count += 1
                 stats.bytes += member.size
