@@ -120,25 +120,29 @@ def reconcile_backup(kube: Kube, backup: Obj) -> tuple[Obj, list[tuple[str, str,
         return status, []
     name = jobs.job_name(backup, "backup")
     state, result = job_state(kube, ns, name)
+    key_ref = (spec.get("encryption") or {}).get("keySecretRef")
+    app_version = str((instance.get("spec") or {}).get("version") or "")
+    # set with the Job, and again on every later tick: a status write lost to a conflict is redone
+    started = {"job": name, "location": dest.url(jobs.folder(backup)), "where": dest.where(jobs.folder(backup)),
+               "encrypted": bool(key_ref), "startTime": status.get("startTime") or now_rfc3339(),
+               "appVersion": status.get("appVersion") or app_version}
     if state == "missing":
         if status.get("phase") == "Running":  # our Job vanished (deleted by hand): never re-run, fail
             return _fail(status, "JobLost", f"Job {name} disappeared before it finished"), []
         if ensure_pvc(kube, ns, dest, instance_name):
             events.append(("Normal", "BackupVolumeCreated", f"created PVC {dest.spec['name']} for backups"))
         args, trees = jobs.backup_args(backup, dest)
-        app_version = str((instance.get("spec") or {}).get("version") or "")
         args += ["--app-version", app_version] if app_version else []
-        key_ref = (spec.get("encryption") or {}).get("keySecretRef")
         kube.create(jobs.engine_job(backup, "backup", args, dest, instance=instance, trees=trees,
                                     read_only_trees=True, key_ref=key_ref))
-        status.update(phase="Running", job=name, startTime=now_rfc3339(), appVersion=app_version,
-                      location=dest.url(jobs.folder(backup)), where=dest.where(jobs.folder(backup)),
-                      encrypted=bool(key_ref), message=f"Job {name} running")
+        status.update(phase="Running", message=f"Job {name} running", **started)
         status["conditions"] = set_condition(status.get("conditions"), "Complete", "False", "Running",
                                              f"Job {name} running")
         events.append(("Normal", "BackupStarted", f"Job {name} backs up {instance_name} to {status['where']}"))
         return status, events
+    status.update(started)
     if state == "running":
+        status["phase"] = "Running"
         return status, []
     if state == "failed":
         reason = str(result.get("reason") or "BackupFailed")
