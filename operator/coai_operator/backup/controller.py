@@ -219,3 +219,22 @@ def check_location(kube: Kube, location: Obj) -> Obj:
         status["conditions"] = set_condition((location.get("status") or {}).get("conditions"), "Reachable", "False",
                                              problem.reason, problem.message)
     return status
+
+
+def create_pinned_backup(kube: Kube, migration: dict, instance_name: str, location: str | None = None) -> dict:
+    """For the CoaiMigration's Backup step: one pinned CoaiBackup, owned by nobody (it outlives the
+    migration), pinned by it, at spec.backup's location or the namespace's default. Idempotent."""
+    meta = migration["metadata"]
+    name = f"{meta['name'][:40]}-pre"
+    existing = kube.get(constants.API_VERSION, BACKUP_KIND, meta["namespace"], name)
+    if existing is not None:
+        return existing
+    spec: dict[str, Any] = {"instanceRef": {"name": instance_name}, "pinned": True,
+                            "include": ["database", "storage", "config"], "verify": True}
+    if location:
+        spec["locationRef"] = {"name": location}
+    return kube.create({"apiVersion": constants.API_VERSION, "kind": BACKUP_KIND,
+                        "metadata": {"name": name, "namespace": meta["namespace"],
+                                     "labels": {**constants.labels(instance_name, "backup"),
+                                                f"{constants.GROUP}/migration": meta["name"]}},
+                        "spec": spec})

@@ -230,8 +230,10 @@ class S3Store:
 
         def upload() -> None:
             try:
+                # one part in flight: the SDK's parallel mode queues parts without bound, so memory
+                # would grow with the database whenever the store is slower than the dump
                 self._call("upload", self._sdk.put_object, self.settings.bucket, self._key(name), pipe, -1,
-                           part_size=PART_SIZE)
+                           part_size=PART_SIZE, num_parallel_uploads=1)
             except BaseException as exc:
                 errors.append(exc)
                 failed.set()
