@@ -16,7 +16,7 @@ from coai_operator import constants
 from coai_operator.backup import jobs
 from coai_operator.backup.jobs import Destination
 from coai_operator.conditions import now_rfc3339, set_condition
-from coai_operator.kube import Kube
+from coai_operator.kube import Kube, KubeError
 from coai_operator.migration.machine import parse_result, pod_log_tail
 
 Obj = dict[str, Any]
@@ -27,6 +27,7 @@ RESTORE_KIND = "CoaiRestore"
 TERMINAL = ("Completed", "Failed")
 DELETE_ATTEMPT = f"{constants.GROUP}/delete-attempt"
 MAX_DELETE_ATTEMPTS = 5
+KEPT = "kept"
 
 
 @dataclass
@@ -168,7 +169,8 @@ def reconcile_backup(kube: Kube, backup: Obj) -> tuple[Obj, list[tuple[str, str,
 
 
 def delete_backup_data(kube: Kube, backup: Obj) -> str:
-    """Run (or look at) the deletion Job; returns "done", "running" or an error message."""
+    """Run (or look at) the deletion Job; returns "done", "running", KEPT (the namespace is being
+    deleted: no Job can run, the data stays) or an error message."""
     spec, status = backup.get("spec") or {}, backup.get("status") or {}
     if spec.get("retainData") or not status.get("location"):
         return "done"
@@ -182,8 +184,14 @@ def delete_backup_data(kube: Kube, backup: Obj) -> str:
     name = jobs.job_name(backup, f"delete{attempt}")
     state, result = job_state(kube, ns, name)
     if state == "missing":
-        kube.create(jobs.engine_job(backup, "delete", ["catalog", "--dir", dest.url(jobs.folder(backup)), "--delete"],
-                                    dest, database=False))
+        try:
+            kube.create(jobs.engine_job(backup, "delete", ["catalog", "--dir", dest.url(jobs.folder(backup)),
+                                                           "--delete"], dest, database=False))
+        except KubeError as exc:
+            if exc.status == 403 and "terminat" in exc.message:
+                # the namespace is going away and can run no Job: keep the data rather than block it
+                return KEPT
+            raise
         return "running"
     if state == "running":
         return "running"

@@ -58,6 +58,11 @@ def backup_deleted(body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
     outcome = controller.delete_backup_data(Kube(), dict(body))
     if outcome == "running":
         raise kopf.TemporaryError("deleting the stored backup data", delay=2)
+    if outcome == controller.KEPT:
+        where = (body.get("status") or {}).get("location")
+        logger.warning("namespace %s is being deleted: the stored data of CoaiBackup %s stays at %s",
+                       body["metadata"]["namespace"], body["metadata"]["name"], where)
+        return
     if outcome != "done":
         kopf.event(body, type="Warning", reason="DataNotDeleted", message=outcome)
         raise kopf.TemporaryError(outcome, delay=30)
