@@ -76,3 +76,10 @@ def test_schedule_backups_and_candidates() -> None:
 def test_human_bytes() -> None:
     assert jobs.human_bytes(512) == "512 B"
     assert jobs.human_bytes(3 * 1024 * 1024) == "3.0 MiB"
+
+
+def test_job_names_follow_the_action() -> None:
+    job = jobs.engine_job(BACKUP, "delete1", ["catalog"], Destination("s3", S3), database=False)
+    assert job["metadata"]["name"] == jobs.job_name(BACKUP, "delete1") != jobs.job_name(BACKUP, "delete0")
+    env = {e["name"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert "MYSQL_PASSWORD" not in env and "AWS_ACCESS_KEY_ID" in env

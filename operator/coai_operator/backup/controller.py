@@ -181,13 +181,16 @@ def delete_backup_data(kube: Kube, backup: Obj) -> str:
         return f"cannot delete the stored data: {problem.message}"
     # one Job per attempt (the operator may not delete Jobs): attempt n runs as "<name>-delete<n>-..."
     attempt = int((backup.get("metadata", {}).get("annotations") or {}).get(DELETE_ATTEMPT, "0"))
-    name = jobs.job_name(backup, f"delete{attempt}")
+    action = f"delete{attempt}"
+    name = jobs.job_name(backup, action)
     state, result = job_state(kube, ns, name)
     if state == "missing":
         try:
-            kube.create(jobs.engine_job(backup, "delete", ["catalog", "--dir", dest.url(jobs.folder(backup)),
-                                                           "--delete"], dest, database=False))
+            kube.create(jobs.engine_job(backup, action, ["catalog", "--dir", dest.url(jobs.folder(backup)),
+                                                         "--delete"], dest, database=False))
         except KubeError as exc:
+            if exc.status == 409:  # created by an earlier call whose answer was lost
+                return "running"
             if exc.status == 403 and "terminat" in exc.message:
                 # the namespace is going away and can run no Job: keep the data rather than block it
                 return KEPT
