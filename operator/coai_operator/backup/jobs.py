@@ -105,6 +105,9 @@ def engine_job(owner: Mapping[str, Any], action: str, args: list[str], dest: Des
     template = spec.get("jobTemplate") or (spec.get("template") or {}).get("jobTemplate") or {}
     env: list[Obj] = [*(database_env((instance or {}).get("spec") or {}) if database and instance else []),
                       *dest.env(), {"name": "COAI_RESULT_FILE", "value": RESULT_FILE},
+                      # a fixed mmap threshold: 8 MiB part buffers go back to the OS instead of
+                      # fragmenting the heap (measured: peak RSS 89 -> 76 MiB; docs/backups.md)
+                      {"name": "MALLOC_MMAP_THRESHOLD_", "value": "1048576"},
                       {"name": "HOME", "value": "/tmp"}]  # noqa: S108  (an emptyDir)
     volumes: list[Obj] = [{"name": "tmp", "emptyDir": {}}]
     mounts: list[Obj] = [{"name": "tmp", "mountPath": "/tmp"}]  # noqa: S108  (an emptyDir)
