@@ -220,3 +220,28 @@ def test_object_store_down_gives_a_failed_backup_and_nothing_good(deployed: Depl
     assert not [k for k in down.keys(bucket) if k.endswith("manifest.json")]
     down.stop()
     assert deployed.get("cbl", "gone").get("status", {}).get("phase") in (None, "Unavailable")
+
+
+def test_a_finished_backup_is_final_and_its_settings_immutable(cluster: Cluster, namespace: str, operator,
+                                                                backup_crds) -> None:
+    body = backup("orphan", destination={"pvc": {"name": "backups"}}, verify=False)
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(body))
+
+    def final() -> dict | None:
+        obj = json.loads(cluster.kubectl("get", "cbk", "orphan", "-n", namespace, "-o", "json").stdout)
+        return obj if (obj.get("status") or {}).get("phase") == "Failed" else None
+
+    status = wait_for(final, timeout=60, message="cbk/orphan Failed")["status"]
+    assert next(c for c in status["conditions"] if c["type"] == "Complete")["reason"] == "InstanceNotFound"
+    changed = cluster.kubectl("patch", "cbk", "orphan", "-n", namespace, "--type=merge",
+                              "-p", '{"spec": {"compression": "zstd"}}', check=False)
+    assert changed.returncode != 0 and "immutable" in changed.stderr
+    rerun = cluster.kubectl("patch", "cbk", "orphan", "-n", namespace, "--subresource=status", "--type=merge",
+                            "-p", '{"status": {"phase": "Pending"}}', check=False)
+    assert rerun.returncode != 0 and "never run again" in rerun.stderr
+    pinned = cluster.kubectl("patch", "cbk", "orphan", "-n", namespace, "--type=merge",
+                             "-p", '{"spec": {"pinned": true}}', check=False)
+    assert pinned.returncode == 0, pinned.stderr
+    both = backup("both", destination={"pvc": {"name": "x"}}, locationRef={"name": "y"})
+    refused = cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(both), check=False)
+    assert refused.returncode != 0 and "not both" in refused.stderr
