@@ -242,6 +242,6 @@ def test_a_finished_backup_is_final_and_its_settings_immutable(cluster: Cluster,
     pinned = cluster.kubectl("patch", "cbk", "orphan", "-n", namespace, "--type=merge",
                              "-p", '{"spec": {"pinned": true}}', check=False)
     assert pinned.returncode == 0, pinned.stderr
-    both = backup("both", destination={"pvc": {"name": "x"}}, locationRef={"name": "y"})
+    both = backup("both", destination={"pvc": {"name": "pvc-a"}}, locationRef={"name": "offsite"})
     refused = cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(both), check=False)
     assert refused.returncode != 0 and "not both" in refused.stderr
