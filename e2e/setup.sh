@@ -49,4 +49,6 @@ nice -n 10 .venv/bin/python e2e/localcluster/build_flux.py >/dev/null
 .venv/bin/python -m tests.checkov --install
 # kube-router, firewall only (e2e/localcluster/netpol.py), into the versioned cache.
 .venv/bin/python e2e/localcluster/netpol.py
+# versitygw: the real S3 server the backup tests start on loopback (tests/s3.py)
+.venv/bin/python e2e/localcluster/build_versitygw.py >/dev/null
 echo "setup ok: $(.venv/bin/python e2e/localcluster/build_binaries.py --print-dir)"

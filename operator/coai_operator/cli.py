@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 
 def _run_operator(args: argparse.Namespace) -> int:
@@ -38,11 +39,22 @@ def _print_version(_: argparse.Namespace) -> int:
 def _import_compose(args: argparse.Namespace) -> int:
     import yaml
 
-    from coai_operator.compose import ComposeError, import_compose
+    from coai_operator.compose import ComposeError, find_app_service, import_compose
+    from coai_operator.compose_env import InterpolationError, interpolate, resolve_service_env, variables
 
     text = sys.stdin.read() if args.file == "-" else open(args.file, encoding="utf-8").read()  # noqa: SIM115
+    path = None if args.file == "-" else Path(args.file)
     try:
-        imported = import_compose(yaml.safe_load(text) or {}, name=args.name, version=args.version)
+        env = variables(path, os.environ)
+        doc = interpolate(yaml.safe_load(text) or {}, env)
+        service_name, service = find_app_service(doc)
+        app_env = resolve_service_env(service, env, path.parent if path else None, f"services.{service_name}")
+        imported = import_compose(doc, name=args.name, version=args.version, app_env=app_env)
+    except InterpolationError as exc:
+        print("import-compose: nothing written; unresolved variables:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return 1
     except ComposeError as exc:
         print(f"import-compose: {exc}", file=sys.stderr)
         return 1

@@ -76,14 +76,72 @@ def _container_port(service: Mapping[str, Any], env: Mapping[str, str]) -> int:
     return 8094  # the app's default server.port
 
 
-def import_compose(compose: Mapping[str, Any], name: str = "coai", version: str | None = None) -> Imported:
+def _health_path(service: Mapping[str, Any]) -> str | None:
+    """The URL path the compose healthcheck probes (`curl -f http://localhost:8094/health`)."""
+    test = (service.get("healthcheck") or {}).get("test")
+    text = " ".join(str(t) for t in test) if isinstance(test, list) else str(test or "")
+    match = re.search(r"https?://[^/\s\"']+(/[^\s\"'|;&]*)", text)
+    return match.group(1) if match else None
+
+
+def _quantity(value: Any) -> str | None:
+    """A compose memory size (`2G`, `512m`, `1gb`, bytes) as a Kubernetes quantity (binary units, as docker)."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([bkmgt]?)b?", str(value).strip().lower())
+    if not match:
+        return None
+    number, unit = match.groups()
+    return number if unit in ("", "b") else f"{number}{unit.upper()}i"
+
+
+def _resources(service: Mapping[str, Any]) -> Obj | None:
+    deploy = ((service.get("deploy") or {}).get("resources") or {})
+    limit = (deploy.get("limits") or {}).get("memory") or service.get("mem_limit")
+    request = (deploy.get("reservations") or {}).get("memory") or service.get("mem_reservation")
+    cpu = (deploy.get("limits") or {}).get("cpus") or service.get("cpus")
+    out: Obj = {}
+    if limit and _quantity(limit):
+        out.setdefault("limits", {})["memory"] = _quantity(limit)
+    if cpu:
+        out.setdefault("limits", {})["cpu"] = str(cpu)
+    if request and _quantity(request):
+        out.setdefault("requests", {})["memory"] = _quantity(request)
+    if out and "requests" not in out:  # the CRD replaces the whole default: keep a request
+        out["requests"] = {"memory": out["limits"].get("memory", "1Gi")}
+    return out or None
+
+
+def _published_port(service: Mapping[str, Any]) -> int | None:
+    for mapping in service.get("ports") or []:
+        if isinstance(mapping, dict):
+            published = str(mapping.get("published") or "")
+        else:
+            parts = str(mapping).split("/")[0].split(":")
+            published = parts[-2] if len(parts) >= 2 else ""
+        if published.split("-")[0].isdigit():
+            return int(published.split("-")[0])
+    return None
+
+
+def import_compose(compose: Mapping[str, Any], name: str = "coai", version: str | None = None,
+                   app_env: Mapping[str, str] | None = None) -> Imported:
+    """`app_env`: the container environment as compose resolves it (compose_env); without it the
+    service's `environment:` is read literally."""
     service_name, service = find_app_service(compose)
     image = str(service["image"])
-    env = _env(service)
+    env = dict(app_env) if app_env is not None else _env(service)
     notes: list[str] = []
     secrets: dict[str, dict[str, str]] = {}
 
     spec: Obj = {"version": _version(image, version), "port": _container_port(service, env)}
+    health = _health_path(service)
+    if health:
+        spec["healthPath"] = health
+    resources = _resources(service)
+    if resources:
+        spec["resources"] = resources
+    published = _published_port(service)
+    if published:
+        spec["service"] = {"port": published}
     repository = image.rsplit(":", 1)[0] if ":" in image.rsplit("/", 1)[-1] else image
     if repository != constants.DEFAULT_APP_IMAGE:
         spec["image"] = repository

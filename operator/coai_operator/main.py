@@ -12,6 +12,7 @@ from typing import Any
 import kopf
 
 from coai_operator import constants
+from coai_operator.backup import handlers as _backup_handlers  # noqa: F401  (registers handlers)
 from coai_operator.instance import handlers as _instance_handlers  # noqa: F401  (registers handlers)
 from coai_operator.metrics import METRICS, STEP_LABEL, serve
 from coai_operator.migration import handlers as _migration_handlers  # noqa: F401  (registers handlers)

@@ -14,11 +14,21 @@ import os
 import shutil
 import stat
 import tarfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from coai_operator.engine.compress import Sink, decompressed_reader, verified_reader
+
+MAX_LISTED = 200  # skipped entries named in the manifest/status (the count is always exact)
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISSOCK, "socket"), (stat.S_ISFIFO, "fifo"), (stat.S_ISCHR, "char-device"),
+                       (stat.S_ISBLK, "block-device")):
+        if test(mode):
+            return name
+    return "other"
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +40,7 @@ class TreeStats:
     symlink_count: int = 0
     bytes: int = 0
     skipped: int = 0
+    skipped_entries: list[dict[str, str]] = field(default_factory=list)  # what could not be archived, and why
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -98,7 +109,7 @@ def write_tree_tar(root: Path, sink: Sink) -> TreeStats:
                 target = os.readlink(path)
                 if not _link_stays_inside(os.path.dirname(name), target):
                     log.warning("skipping symlink %s: its target leaves the storage tree", name)
-                    stats.skipped += 1
+                    _skip(stats, name, "symlink-outside")
                     continue
                 info.type, info.linkname = tarfile.SYMTYPE, target
                 tar.addfile(info)
@@ -116,8 +127,14 @@ def write_tree_tar(root: Path, sink: Sink) -> TreeStats:
                 stats.bytes += info.size
             else:
                 log.warning("skipping %s: not a regular file, directory or symlink", name)
-                stats.skipped += 1
+                _skip(stats, name, _kind(st.st_mode))
     return stats
+
+
+def _skip(stats: TreeStats, name: str, why: str) -> None:
+    stats.skipped += 1
+    if len(stats.skipped_entries) < MAX_LISTED:
+        stats.skipped_entries.append({"path": name, "type": why})
 
 
 def safe_member(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
@@ -127,19 +144,31 @@ def safe_member(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
         raise tarfile.AbsolutePathError(member)
     if ".." in member.name.split("/"):
         raise tarfile.OutsideDestinationError(member, os.path.join(dest, member.name))
-    return tarfile.data_filter(member, dest)
+    checked = tarfile.data_filter(member, dest)
+    # The `data` filter also rewrites modes (adds u+rw, drops group/other write); a restore must
+    # reproduce modes exactly, so keep ours, without setuid/setgid (never wanted in app storage).
+    if member.isdir() or member.isreg():
+        return checked.replace(mode=member.mode & 0o1777, deep=False)
+    return checked
 
 
 def scan_tar(path: Path, kind: str, dest: Path) -> tuple[str, TreeStats]:
     """One pass over an archive: sha256 of the file, full decode, every member checked as safe
     to extract under `dest`. Raises tarfile.FilterError / CompressionError / tarfile.TarError."""
+    with verified_reader(path, kind) as view:
+        stats = scan_tar_stream(view, dest)  # type: ignore[arg-type]
+    return view.sha256, stats
+
+
+def scan_tar_stream(decoded: BinaryIO, dest: Path) -> TreeStats:
+    """Check every member of a decoded tar stream as safe to extract under `dest`; count them."""
     stats = TreeStats()
     dest_real = os.path.realpath(dest)
-    with verified_reader(path, kind) as view, tarfile.open(
-        fileobj=view, mode="r|", encoding="utf-8", errors="surrogateescape"  # type: ignore[arg-type]
-    ) as tar:
+    with tarfile.open(fileobj=decoded, mode="r|", encoding="utf-8", errors="surrogateescape") as tar:
         for member in tar:
             safe_member(member, dest_real)
+            if os.path.normpath(member.name) == ".":
+                continue  # `tar -C dir .` (a Docker volume export) names the root itself
             if member.isreg():
                 stats.file_count += 1
                 stats.bytes += member.size
@@ -147,7 +176,7 @@ def scan_tar(path: Path, kind: str, dest: Path) -> tuple[str, TreeStats]:
                 stats.dir_count += 1
             elif member.issym():
                 stats.symlink_count += 1
-    return view.sha256, stats
+    return stats
 
 
 def clear_tree(root: Path) -> None:
@@ -162,7 +191,10 @@ def clear_tree(root: Path) -> None:
 
 
 def extract_tar(path: Path, kind: str, root: Path) -> None:
-    with decompressed_reader(path, kind) as decoded, tarfile.open(
-        fileobj=decoded, mode="r|", encoding="utf-8", errors="surrogateescape"
-    ) as tar:
+    with decompressed_reader(path, kind) as decoded:
+        extract_tar_stream(decoded, root)
+
+
+def extract_tar_stream(decoded: BinaryIO, root: Path) -> None:
+    with tarfile.open(fileobj=decoded, mode="r|", encoding="utf-8", errors="surrogateescape") as tar:
         tar.extractall(root, filter=safe_member)  # noqa: S202 - every member passes safe_member

@@ -29,6 +29,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plan": ("coai_operator.engine.plan", "show the upgrade path from the database's version"),
     "backup": ("coai_operator.engine.backup", "dump database + archive storage, write a verified manifest"),
     "restore": ("coai_operator.engine.restore", "verify a backup's checksums, then restore it"),
+    "catalog": ("coai_operator.engine.catalog", "list the backups at a location, or --delete one"),
+    "import": ("coai_operator.engine.importer", "import a plain mysqldump file and a volume tar"),
     "migrate": ("coai_operator.engine.migrate", "apply each pending schema/data hop"),
     "migrate-storage": ("coai_operator.engine.storage", "re-lay files out as 2.0 hash names (or --undo)"),
     "validate": ("coai_operator.engine.validate", "check database, health, chat, files, data integrity"),
@@ -52,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 # Kubernetes keeps at most 4096 bytes of a termination message.
 RESULT_FILE_LIMIT = 4096
 ESSENTIAL_KEYS = ("command", "ok", "reason", "error", "location", "artifacts", "rowCounts", "current", "target",
-                  "path", "applied", "checks", "failed")
+                  "path", "applied", "checks", "failed", "verify", "encrypted", "deleted")
 
 
 def emit(result: dict[str, Any]) -> None:

@@ -22,6 +22,7 @@ from coai_operator.engine.fsutil import CHUNK, HashingReader, HashingWriter, sha
 
 GZIP = "gzip"
 ZSTD = "zstd"
+NONE = "none"  # only for imported files (a plain mysqldump or tar); backups are always compressed
 SUFFIX = {GZIP: ".gz", ZSTD: ".zst"}
 # Measured on a 90 MB dump (2 shared cores): gzip -1 68 MB/s → 17.6 MB, gzip -6 47 MB/s → 15.9 MB,
 # zstd -3 85 MB/s → 14.9 MB; the dump tool alone makes 130 MB/s. gzip -1 keeps the upgrade window
@@ -137,11 +138,20 @@ def compressed_writer(out: BinaryIO, kind: str, level: int | None = None) -> Ite
 
 @contextlib.contextmanager
 def decompressed_reader(path: Path, kind: str) -> Iterator[BinaryIO]:
-    """Yield a reader of the decoded stream; raises CompressionError if it is corrupt or truncated."""
-    name = path.name
+    """Yield a reader of the decoded file; raises CompressionError if it is corrupt or truncated."""
+    with path.open("rb") as raw, decoded_stream(raw, kind, path.name) as decoded:
+        yield decoded
+
+
+@contextlib.contextmanager
+def decoded_stream(src: BinaryIO, kind: str, name: str) -> Iterator[BinaryIO]:
+    """Decode a compressed stream read from `src` (a file, a download, a decrypting reader)."""
+    if kind == NONE:
+        yield src
+        return
     if kind == GZIP:
         try:
-            with path.open("rb") as raw, gzip.GzipFile(fileobj=raw, mode="rb") as decoded:
+            with gzip.GzipFile(fileobj=src, mode="rb") as decoded:
                 yield decoded  # type: ignore[misc]
         except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
             raise CompressionError(f"{name} is corrupt: {exc}") from exc
@@ -150,16 +160,38 @@ def decompressed_reader(path: Path, kind: str) -> Iterator[BinaryIO]:
     if binary is None:
         raise EngineError(f"{name} is zstd-compressed but the zstd binary is not on PATH")
     with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen([binary, "-d", "-q", "-c", str(path)], stdout=subprocess.PIPE, stderr=err)
-        assert proc.stdout is not None
+        proc = subprocess.Popen([binary, "-d", "-q", "-c"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err)
+        assert proc.stdout is not None and proc.stdin is not None
+        feed_error: list[BaseException] = []
+
+        def feed() -> None:
+            assert proc.stdin is not None
+            try:
+                while chunk := src.read(CHUNK):
+                    proc.stdin.write(chunk)
+            except BrokenPipeError:
+                pass
+            except BaseException as exc:  # surfaced below (e.g. a decryption error)
+                feed_error.append(exc)
+            finally:
+                with contextlib.suppress(OSError):
+                    proc.stdin.close()
+
+        feeder = threading.Thread(target=feed, daemon=True)
+        feeder.start()
         try:
             yield proc.stdout  # type: ignore[misc]
         except BaseException:
             proc.kill()
             proc.wait()
+            feeder.join()
             raise
         proc.stdout.read()
-        if proc.wait() != 0:
+        rc = proc.wait()
+        feeder.join()
+        if feed_error:
+            raise feed_error[0]
+        if rc != 0:
             err.seek(0)
             detail = err.read().decode(errors="replace").strip().splitlines()
             raise CompressionError(f"{name} is corrupt: {detail[-1] if detail else 'zstd failed'}")

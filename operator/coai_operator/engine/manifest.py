@@ -26,16 +26,21 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from coai_operator.domain.errors import EngineError
 from coai_operator.engine.fsutil import atomic_write_bytes, sha256_file
+
+if TYPE_CHECKING:
+    from coai_operator.engine.store import Store
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 DATABASE = "database"
 STORAGE = "storage"
-KINDS = (DATABASE, STORAGE)
+CONFIG = "config"  # the /config volume (config.yaml)
+KINDS = (DATABASE, STORAGE, CONFIG)
+TREES = (STORAGE, CONFIG)
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 
 
@@ -61,12 +66,20 @@ class Manifest:
     created_at: str
     completed_at: str = ""
     label: str = ""
+    app_version: str = ""  # the CoAI version that wrote the data (a restore refuses a newer one)
     include: list[str] = field(default_factory=list)
     database: dict[str, Any] | None = None
     storage: dict[str, Any] | None = None
+    config: dict[str, Any] | None = None
     artifacts: list[Artifact] = field(default_factory=list)
     row_counts: dict[str, int] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    encryption: dict[str, Any] | None = None  # {"algorithm", "keyId"} when the artifacts are encrypted
+    verify: dict[str, Any] | None = None  # scratch-database restore: {"verified", "tableChecksums", ...}
+    skipped_entries: list[dict[str, str]] = field(default_factory=list)  # sockets, FIFOs, devices, outside links
+
+    def tree(self, kind: str) -> dict[str, Any] | None:
+        return self.storage if kind == STORAGE else self.config
 
     def artifact(self, kind: str) -> Artifact | None:
         return next((a for a in self.artifacts if a.kind == kind), None)
@@ -77,11 +90,16 @@ class Manifest:
             "createdAt": self.created_at,
             "completedAt": self.completed_at,
             "label": self.label,
+            "appVersion": self.app_version,
             "include": list(self.include),
             "database": self.database,
             "storage": self.storage,
+            "config": self.config,
             "artifacts": [asdict(a) for a in self.artifacts],
             "rowCounts": dict(self.row_counts),
+            "encryption": self.encryption,
+            "verify": self.verify,
+            "skippedEntries": list(self.skipped_entries),
         }
 
     @classmethod
@@ -110,11 +128,16 @@ class Manifest:
             created_at=str(data.get("createdAt", "")),
             completed_at=str(data.get("completedAt", "")),
             label=str(data.get("label", "")),
+            app_version=str(data.get("appVersion") or ""),
             include=[str(i) for i in data.get("include", [])],
             database=data.get("database"),
             storage=data.get("storage"),
+            config=data.get("config"),
             artifacts=artifacts,
             row_counts=row_counts,
+            encryption=data.get("encryption"),
+            verify=data.get("verify"),
+            skipped_entries=list(data.get("skippedEntries") or []),
         )
 
 
@@ -134,6 +157,26 @@ def read_manifest(location: Path) -> Manifest:
     except json.JSONDecodeError as exc:
         raise ManifestError(f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}") from exc
     return Manifest.from_dict(data)
+
+
+def load_manifest(store: Store) -> Manifest:
+    """The manifest of the backup at `store` (a LocalStore or S3Store child)."""
+    try:
+        raw = store.get_bytes(MANIFEST_NAME)
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"{store.where}/{MANIFEST_NAME} is not text") from exc
+    if raw is None:
+        raise ManifestError(f"no complete backup at {store.where}: {MANIFEST_NAME} is missing")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ManifestError(f"{store.where}/{MANIFEST_NAME} is not valid JSON: {exc}") from exc
+    return Manifest.from_dict(data)
+
+
+def save_manifest(store: Store, manifest: Manifest) -> None:
+    body = json.dumps(manifest.to_dict(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    store.put_bytes(MANIFEST_NAME, body.encode("utf-8"))
 
 
 def write_manifest(directory: Path, manifest: Manifest) -> Path:

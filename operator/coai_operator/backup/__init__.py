@@ -1,0 +1,1 @@
+"""Backups and restores as resources: CoaiBackupLocation, CoaiBackup, CoaiBackupSchedule, CoaiRestore."""

@@ -1,0 +1,251 @@
+"""CoaiBackup and CoaiBackupLocation reconcile: from the API objects to a status patch. No kopf here.
+
+A CoaiBackup runs exactly once: Pending → (Job created) Running → Completed | Failed. Once
+finished its status is final (the CRD refuses a phase change) and the controller never looks at
+it again, so a finished backup is never re-run. Deleting one runs a deletion Job first (manifest
+first, then the artifacts), unless spec.retainData.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from coai_operator import constants
+from coai_operator.backup import jobs
+from coai_operator.backup.jobs import Destination
+from coai_operator.conditions import now_rfc3339, set_condition
+from coai_operator.kube import Kube, KubeError
+from coai_operator.migration.jobsteps import parse_result, pod_log_tail
+
+Obj = dict[str, Any]
+LOCATION_KIND = "CoaiBackupLocation"
+BACKUP_KIND = "CoaiBackup"
+SCHEDULE_KIND = "CoaiBackupSchedule"
+RESTORE_KIND = "CoaiRestore"
+TERMINAL = ("Completed", "Failed")
+DELETE_ATTEMPT = f"{constants.GROUP}/delete-attempt"
+MAX_DELETE_ATTEMPTS = 5
+KEPT = "kept"
+
+
+@dataclass
+class ProblemError(Exception):
+    reason: str
+    message: str
+
+
+def resolve_destination(kube: Kube, namespace: str, spec: Mapping[str, Any]) -> Destination:
+    """spec.destination, else spec.locationRef, else the namespace's default CoaiBackupLocation."""
+    inline = spec.get("destination") or {}
+    if inline:
+        kind = "s3" if inline.get("s3") else "pvc"
+        return Destination(kind, inline[kind])
+    ref = (spec.get("locationRef") or {}).get("name")
+    if ref:
+        loc = kube.get(constants.API_VERSION, LOCATION_KIND, namespace, ref)
+        if loc is None:
+            raise ProblemError("LocationNotFound", f"CoaiBackupLocation {ref} does not exist in {namespace}")
+    else:
+        defaults = [x for x in kube.list(constants.API_VERSION, LOCATION_KIND, namespace)
+                    if (x.get("spec") or {}).get("default")]
+        if not defaults:
+            raise ProblemError("NoLocation", "set spec.locationRef or spec.destination, or mark a CoaiBackupLocation "
+                                        "of this namespace with spec.default: true")
+        loc = sorted(defaults, key=lambda x: x["metadata"]["name"])[0]
+    lspec = loc.get("spec") or {}
+    kind = "s3" if lspec.get("s3") else "pvc"
+    return Destination(kind, lspec[kind], location=loc["metadata"]["name"])
+
+
+def ensure_pvc(kube: Kube, namespace: str, dest: Destination, instance: str) -> bool:
+    """Create a destination PVC that does not exist yet (not owned: backups outlive everything)."""
+    if dest.kind != "pvc" or kube.get("v1", "PersistentVolumeClaim", namespace, dest.spec["name"]) is not None:
+        return False
+    size = dest.spec.get("size") or "20Gi"
+    body: Obj = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}}
+    if dest.spec.get("storageClassName"):
+        body["storageClassName"] = dest.spec["storageClassName"]
+    kube.create({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                 "metadata": {"name": dest.spec["name"], "namespace": namespace,
+                              "labels": constants.labels(instance, "backup")}, "spec": body})
+    return True
+
+
+def job_state(kube: Kube, namespace: str, name: str) -> tuple[str, Obj]:
+    """("missing" | "running" | "complete" | "failed", the engine's result or {})."""
+    job = kube.get("batch/v1", "Job", namespace, name)
+    if job is None:
+        return "missing", {}
+    done = {c.get("type") for c in (job.get("status") or {}).get("conditions") or [] if c.get("status") == "True"}
+    if not done & {"Complete", "Failed"}:
+        return "running", {}
+    result: Obj = {}
+    for pod in kube.list("v1", "Pod", namespace, label_selector=f"job-name={name}"):
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            result = parse_result(((cs.get("state") or {}).get("terminated") or {}).get("message")) or {}
+        result = result or parse_result(pod_log_tail(kube, namespace, pod["metadata"]["name"])) or {}
+        if result:
+            break
+    if "Complete" in done and result.get("ok") is not False:
+        return "complete", result
+    return "failed", result
+
+
+def _fail(status: Obj, reason: str, message: str) -> Obj:
+    status.update(phase="Failed", message=message, completionTime=now_rfc3339())
+    status["conditions"] = set_condition(status.get("conditions"), "Complete", "False", reason, message)
+    return status
+
+
+def reconcile_backup(kube: Kube, backup: Obj) -> tuple[Obj, list[tuple[str, str, str]]]:
+    """The new status and events (type, reason, message) for one CoaiBackup."""
+    meta, spec = backup["metadata"], backup.get("spec") or {}
+    ns = meta["namespace"]
+    status: Obj = dict(backup.get("status") or {})
+    if status.get("phase") in TERMINAL:
+        return status, []
+    events: list[tuple[str, str, str]] = []
+    instance_name = spec["instanceRef"]["name"]
+    instance = kube.get(constants.API_VERSION, constants.INSTANCE_KIND, ns, instance_name)
+    if instance is None:
+        return _fail(status, "InstanceNotFound", f"CoaiInstance {instance_name} does not exist in {ns}"), \
+            [("Warning", "InstanceNotFound", f"CoaiInstance {instance_name} does not exist")]
+    try:
+        dest = resolve_destination(kube, ns, spec)
+    except ProblemError as problem:
+        status.update(phase="Pending", message=problem.message)
+        status["conditions"] = set_condition(status.get("conditions"), "Complete", "False", problem.reason,
+                                             problem.message)
+        return status, []
+    name = jobs.job_name(backup, "backup")
+    state, result = job_state(kube, ns, name)
+    key_ref = (spec.get("encryption") or {}).get("keySecretRef")
+    app_version = str((instance.get("spec") or {}).get("version") or "")
+    # set with the Job, and again on every later tick: a status write lost to a conflict is redone
+    started = {"job": name, "location": dest.url(jobs.folder(backup)), "where": dest.where(jobs.folder(backup)),
+               "encrypted": bool(key_ref), "startTime": status.get("startTime") or now_rfc3339(),
+               "appVersion": status.get("appVersion") or app_version}
+    if state == "missing":
+        if status.get("phase") == "Running":  # our Job vanished (deleted by hand): never re-run, fail
+            return _fail(status, "JobLost", f"Job {name} disappeared before it finished"), []
+        if ensure_pvc(kube, ns, dest, instance_name):
+            events.append(("Normal", "BackupVolumeCreated", f"created PVC {dest.spec['name']} for backups"))
+        args, trees = jobs.backup_args(backup, dest)
+        args += ["--app-version", app_version] if app_version else []
+        kube.create(jobs.engine_job(backup, "backup", args, dest, instance=instance, trees=trees,
+                                    read_only_trees=True, key_ref=key_ref))
+        status.update(phase="Running", message=f"Job {name} running", **started)
+        status["conditions"] = set_condition(status.get("conditions"), "Complete", "False", "Running",
+                                             f"Job {name} running")
+        events.append(("Normal", "BackupStarted", f"Job {name} backs up {instance_name} to {status['where']}"))
+        return status, events
+    status.update(started)
+    if state == "running":
+        status["phase"] = "Running"
+        return status, []
+    if state == "failed":
+        reason = str(result.get("reason") or "BackupFailed")
+        message = str(result.get("error") or f"Job {name} failed")
+        return _fail(status, reason, message), [("Warning", reason, message)]
+    artifacts = [{k: a.get(k) for k in ("name", "bytes", "sha256")} for a in result.get("artifacts") or []]
+    total = sum(int(a.get("bytes") or 0) for a in artifacts)
+    verify = result.get("verify") or {}
+    status.update(phase="Completed", completionTime=now_rfc3339(), artifacts=artifacts, bytes=total,
+                  size=jobs.human_bytes(total), rowCounts=result.get("rowCounts") or {},
+                  schemaVersion=str(result.get("schemaVersion") or ""), verified=bool(verify.get("verified")),
+                  encrypted=bool(result.get("encrypted")), skippedEntries=result.get("skippedEntries") or [],
+                  message=f"backup complete: {len(artifacts)} artifacts, {jobs.human_bytes(total)}"
+                          + (", verified by a scratch restore" if verify.get("verified") else ""))
+    status["conditions"] = set_condition(status.get("conditions"), "Complete", "True",
+                                         "Verified" if verify.get("verified") else "Completed", status["message"])
+    if status["skippedEntries"]:
+        status["conditions"] = set_condition(
+            status["conditions"], "EntriesSkipped", "True", "UnsupportedEntries",
+            f"{len(status['skippedEntries'])} entries (sockets, FIFOs, devices, links leaving the volume) "
+            "could not be backed up: see status.skippedEntries")
+    return status, [("Normal", "BackupCompleted", status["message"])]
+
+
+def delete_backup_data(kube: Kube, backup: Obj) -> str:
+    """Run (or look at) the deletion Job; returns "done", "running", KEPT (the namespace is being
+    deleted: no Job can run, the data stays) or an error message."""
+    spec, status = backup.get("spec") or {}, backup.get("status") or {}
+    if spec.get("retainData") or not status.get("location"):
+        return "done"
+    ns = backup["metadata"]["namespace"]
+    try:
+        dest = resolve_destination(kube, ns, spec)
+    except ProblemError as problem:
+        return f"cannot delete the stored data: {problem.message}"
+    # one Job per attempt (the operator may not delete Jobs): attempt n runs as "<name>-delete<n>-..."
+    attempt = int((backup.get("metadata", {}).get("annotations") or {}).get(DELETE_ATTEMPT, "0"))
+    action = f"delete{attempt}"
+    name = jobs.job_name(backup, action)
+    state, result = job_state(kube, ns, name)
+    if state == "missing":
+        try:
+            kube.create(jobs.engine_job(backup, action, ["catalog", "--dir", dest.url(jobs.folder(backup)),
+                                                         "--delete"], dest, database=False))
+        except KubeError as exc:
+            if exc.status == 409:  # created by an earlier call whose answer was lost
+                return "running"
+            if exc.status == 403 and "terminat" in exc.message:
+                # the namespace is going away and can run no Job: keep the data rather than block it
+                return KEPT
+            raise
+        return "running"
+    if state == "running":
+        return "running"
+    if state == "failed":
+        if attempt < MAX_DELETE_ATTEMPTS:  # the next call starts the next attempt
+            kube.patch(constants.API_VERSION, BACKUP_KIND, ns, backup["metadata"]["name"],
+                       {"metadata": {"annotations": {DELETE_ATTEMPT: str(attempt + 1)}}})
+        return f"deleting {status['location']} failed: {result.get('error') or 'see the Job log'}"
+    return "done"
+
+
+def check_location(kube: Kube, location: Obj) -> Obj:
+    """Reachability of a location, checked from the operator (S3: the bucket exists; PVC: it exists)."""
+    spec, ns = location.get("spec") or {}, location["metadata"]["namespace"]
+    kind = "s3" if spec.get("s3") else "pvc"
+    dest = Destination(kind, spec.get(kind) or {}, location=location["metadata"]["name"])
+    status: Obj = {"where": dest.where("").rstrip("/"), "lastCheckTime": now_rfc3339()}
+    try:
+        if kind == "s3":
+            from coai_operator.backup.s3check import bucket_reachable
+
+            bucket_reachable(kube, ns, dest.spec)
+            message = f"bucket {dest.spec['bucket']} reachable at {dest.spec['endpoint']}"
+        else:
+            pvc = kube.get("v1", "PersistentVolumeClaim", ns, dest.spec["name"])
+            message = (f"PVC {dest.spec['name']} is {((pvc or {}).get('status') or {}).get('phase', 'Pending')}"
+                       if pvc else f"PVC {dest.spec['name']} will be created by the first backup")
+        status.update(phase="Available", message=message)
+        status["conditions"] = set_condition((location.get("status") or {}).get("conditions"), "Reachable", "True",
+                                             "Reachable", message)
+    except ProblemError as problem:
+        status.update(phase="Unavailable", message=problem.message)
+        status["conditions"] = set_condition((location.get("status") or {}).get("conditions"), "Reachable", "False",
+                                             problem.reason, problem.message)
+    return status
+
+
+def create_pinned_backup(kube: Kube, migration: dict, instance_name: str, location: str | None = None) -> dict:
+    """For the CoaiMigration's Backup step: one pinned CoaiBackup, owned by nobody (it outlives the
+    migration), pinned by it, at spec.backup's location or the namespace's default. Idempotent."""
+    meta = migration["metadata"]
+    name = f"{meta['name'][:40]}-pre"
+    existing = kube.get(constants.API_VERSION, BACKUP_KIND, meta["namespace"], name)
+    if existing is not None:
+        return existing
+    spec: dict[str, Any] = {"instanceRef": {"name": instance_name}, "pinned": True,
+                            "include": ["database", "storage", "config"], "verify": True}
+    if location:
+        spec["locationRef"] = {"name": location}
+    return kube.create({"apiVersion": constants.API_VERSION, "kind": BACKUP_KIND,
+                        "metadata": {"name": name, "namespace": meta["namespace"],
+                                     "labels": {**constants.labels(instance_name, "backup"),
+                                                f"{constants.GROUP}/migration": meta["name"]}},
+                        "spec": spec})
