@@ -44,10 +44,22 @@ CACHE = CACHE_ROOT / "images"
 BASE_IMAGE = "python:3.11-slim-bookworm"
 # Like the official python image: `python` and `pip` on /usr/local/bin, pip installs into
 # /usr/local (Debian's scheme outside a venv) without the PEP 668 refusal.
-PYTHON_ROOTFS = Rootfs("python3.11-bookworm", ("python3", "python3-pip", "python3-venv", "ca-certificates"), hook=(
-    'rm -f "$1"/usr/lib/python3*/EXTERNALLY-MANAGED'
-    ' && for n in python python3; do ln -sf /usr/bin/python3 "$1/usr/local/bin/$n"; done'
-    ' && for n in pip pip3; do ln -sf /usr/bin/pip3 "$1/usr/local/bin/$n"; done'), host_cas=True)
+# Debian's own container images ship this apt configuration: apt keeps no package caches, so a
+# Dockerfile's `rm -rf /var/lib/apt/lists/*` is all the cleaning it needs (80 MB otherwise).
+_CLEAN = "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"
+APT_DOCKER_CLEAN = (f'DPkg::Post-Invoke {{ "{_CLEAN}"; }};', f'APT::Update::Post-Invoke {{ "{_CLEAN}"; }};',
+                    'Dir::Cache::pkgcache "";', 'Dir::Cache::srcpkgcache "";')
+_PYTHON_HOOK = (
+    'rm -f "$1"/usr/lib/python3*/EXTERNALLY-MANAGED',
+    'for n in python python3; do ln -sf /usr/bin/python3 "$1/usr/local/bin/$n"; done',
+    'for n in pip pip3; do ln -sf /usr/bin/pip3 "$1/usr/local/bin/$n"; done',
+    "printf '%s\\n' " + " ".join(f"'{line}'" for line in APT_DOCKER_CLEAN) + ' > "$1/etc/apt/apt.conf.d/docker-clean"',
+    "echo 'Acquire::Languages \"none\";' > \"$1/etc/apt/apt.conf.d/docker-no-languages\"",
+    # With those settings mmdebstrap's own cleanup no longer finds the caches it made.
+    'rm -f "$1"/var/cache/apt/*.bin',
+)
+PYTHON_ROOTFS = Rootfs("python3.11-bookworm", ("python3", "python3-pip", "python3-venv", "ca-certificates"),
+                       hook=" && ".join(_PYTHON_HOOK), host_cas=True)
 # Debian's redis user gets the uid/gid of the official image's (the pod's runAsUser/runAsGroup).
 REDIS_ROOTFS = Rootfs("redis-bookworm", ("redis-server",), hook=(
     f'chroot "$1" groupmod -g {REDIS_GID} redis && chroot "$1" usermod -u {REDIS_UID} redis'
