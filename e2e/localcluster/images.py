@@ -34,7 +34,7 @@ from coai_operator.instance.render import REDIS_GID, REDIS_PORT, REDIS_UID
 from coai_operator.instance.spec import DEFAULT_REDIS_IMAGE
 from e2e.localcluster import appimages
 from e2e.localcluster.build_binaries import CACHE_ROOT
-from e2e.localcluster.buildah import Buildah, context_digest
+from e2e.localcluster.buildah import Buildah, context_digest, stage_names
 from e2e.localcluster.debian import Rootfs, ensure_rootfs
 from e2e.localcluster.imagetar import Layer, Member, image_config, write_archive, write_layer
 
@@ -104,12 +104,26 @@ def python_base() -> tuple[Path, list[Layer]]:
     return path, [layer]
 
 
+def _tiktoken_dir() -> Path:
+    from e2e.localcluster import build_coai  # the real app's builder lays the files out
+
+    return build_coai.tiktoken_dir()
+
+
+# Named build contexts (`--build-context NAME=DIR`) for the Dockerfile stages of these names.
+NAMED_CONTEXTS: dict[str, Callable[[], Path]] = {"tiktoken": _tiktoken_dir}
+
+
 def build_operator() -> dict[str, Path]:
     base, _ = python_base()
     name, dockerfile = operator_image(), REPO / "Dockerfile"
-    key = _key(base.name, context_digest(REPO, dockerfile), name)
+    stages = stage_names(dockerfile.read_text())
+    contexts = {stage: make() for stage, make in NAMED_CONTEXTS.items() if stage in stages}
+    key = _key(base.name, context_digest(REPO, dockerfile), name,
+               {stage: appimages.tree_digest(path) for stage, path in contexts.items()})
     builder = Buildah(CACHE / "buildah")
-    return {name: _cached(name, key, lambda out: builder.build(REPO, dockerfile, name, {BASE_IMAGE: base}, out))}
+    return {name: _cached(name, key, lambda out: builder.build(REPO, dockerfile, name, {BASE_IMAGE: base}, out,
+                                                               contexts))}
 
 
 # The official image's build switches protected mode off by default (it refuses every client from
