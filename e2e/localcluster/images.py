@@ -12,7 +12,8 @@ its inputs. Builds are serialised by a lock file, so concurrent callers wait rat
   coai-guide-standin:<v>              stand-in app for the guide's 1.6 - 2.0 line (e2e/standin)
   programzmh/chatnio:<v>              the real CoAI server, built from source by build_coai.py
 
-Command line: `python -m e2e.localcluster.images [--only NAME ...]` builds and prints the map.
+Command line: `python -m e2e.localcluster.images [--only GROUP ...]` (operator, redis, standin,
+chatnio) builds and prints the map.
 """
 
 from __future__ import annotations
