@@ -28,7 +28,7 @@ from typing import Any
 import pymysql
 
 from coai_operator.engine import compress, testhooks
-from coai_operator.engine.archive import clear_tree, extract_tar, scan_tar, tree_stats
+from coai_operator.engine.archive import FilterError, clear_tree, extract_tar, scan_tar, tree_stats
 from coai_operator.engine.dbconfig import DbConfig, connect, option_file
 from coai_operator.engine.dbtools import child_env, describe_db_error, find_tool, finish_tool, open_connection
 from coai_operator.engine.errors import RestoreError
@@ -95,7 +95,7 @@ def verify_backup(directory: Path, manifest: Manifest, include: list[str], stora
                                        f"{NOTHING_CHANGED}")
         except compress.CompressionError as exc:
             raise RestoreError(f"backup artifact {art.name} is corrupt ({exc}); {NOTHING_CHANGED}") from exc
-        except tarfile.FilterError as exc:
+        except FilterError as exc:
             raise RestoreError(f"backup artifact {art.name} has an unsafe member ({exc}); {NOTHING_CHANGED}") from exc
         except tarfile.TarError as exc:
             raise RestoreError(f"backup artifact {art.name} is not a valid tar ({exc}); {NOTHING_CHANGED}") from exc
