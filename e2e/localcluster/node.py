@@ -250,6 +250,10 @@ state = "{root / 'state'}"
 
     def stop(self) -> None:
         c = self.cluster
+        if self.lock is None:
+            # The lock was never ours (start() failed or was interrupted while waiting): the
+            # bridge, chains, cgroups and record belong to the cluster that holds it. Touch nothing.
+            return
         for name in PROCESSES[:-1]:
             c.stop_process(name)
         if self.socket.exists():
