@@ -21,6 +21,8 @@ def job_manifest(name: str, command: list[str], volumes: str = "", mounts: str =
           template:
             spec:
               restartPolicy: Never
+              # The image runs as 65532; volumes are root-owned like fresh disks, fsGroup opens them.
+              securityContext: {{fsGroup: 65532}}
               containers:
               - name: main
                 image: {OPERATOR_IMAGE}

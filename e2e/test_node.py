@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
+from coai_operator.kube import Kube
+from coai_operator.migration.machine import pod_log_tail
 from e2e.conftest import Cluster
 from e2e.helpers import wait_for
 
@@ -121,3 +123,17 @@ def test_pvc_data_passes_between_jobs_and_the_owner_collects_them(cluster: Clust
     cluster.kubectl("delete", "configmap", "owner", "-n", namespace)
     wait_for(lambda: not json.loads(cluster.kubectl("get", "jobs", "-n", namespace, "-o", "json").stdout)["items"],
              timeout=60, message="the Jobs garbage-collected with their owner")
+
+
+def test_the_operator_reads_the_tail_of_a_job_pods_log(cluster: Cluster, namespace: str, operator_image: str) -> None:
+    """The fallback for a Job's result when its termination message is cut: through the apiserver
+    to the kubelet, as the operator does it."""
+    apply(cluster, namespace, job("lines", operator_image, "print('\\n'.join(str(i) for i in range(1, 8)))"))
+    job_logs(cluster, namespace, "lines")
+    pod = cluster.kubectl("get", "pods", "-n", namespace, "-l", "job-name=lines",
+                          "-o", "jsonpath={.items[0].metadata.name}").stdout
+    api = cluster.api_client()
+    try:
+        assert pod_log_tail(Kube(api=api), namespace, pod, lines=2).split() == ["6", "7"]
+    finally:
+        api.close()

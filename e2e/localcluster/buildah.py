@@ -58,6 +58,12 @@ def excluded(dockerignore: str) -> Callable[[str], bool]:
     return is_excluded
 
 
+def stage_names(dockerfile: str) -> list[str]:
+    """The `AS name` of every FROM (named contexts replace the stage of the same name)."""
+    return [words[-1] for instruction, words in _instructions(dockerfile)
+            if instruction == "FROM" and len(words) >= 3 and words[-2].upper() == "AS"]
+
+
 def context_digest(context: Path, dockerfile: Path) -> str:
     """sha256 over the Dockerfile, the .dockerignore and every file the Dockerfile copies."""
     ignore_file = context / ".dockerignore"
@@ -103,17 +109,20 @@ class Buildah:
         self.run("rm", "--all")
         self.run("rmi", "--all", "--force")
 
-    def build(self, context: Path, dockerfile: Path, tag: str, bases: dict[str, Path], out: Path) -> Path:
+    def build(self, context: Path, dockerfile: Path, tag: str, bases: dict[str, Path], out: Path,
+              named_contexts: dict[str, Path] | None = None) -> Path:
         """Build `dockerfile` in `context` as `tag` and write it to `out` as a docker archive.
 
-        `bases`: FROM name -> archive holding it.
+        `bases`: FROM name -> archive holding it; `named_contexts`: stage name -> directory
+        (`--build-context`, as `docker buildx build --build-context NAME=DIR`).
         """
         started = time.monotonic()
         self.clean()  # whatever an interrupted build left
         for name, archive in bases.items():
             image_id = self.run("pull", "--quiet", f"docker-archive:{archive}").strip()
             self.run("tag", image_id.splitlines()[-1], name)
-        self.run("bud", "--isolation", "chroot", "--pull=never", "--network", "host",
+        extra = [f"--build-context={n}={d}" for n, d in sorted((named_contexts or {}).items())]
+        self.run("bud", "--isolation", "chroot", "--pull=never", "--network", "host", *extra,
                  "-f", str(dockerfile), "-t", tag, str(context))
         with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
             part = Path(tmp) / out.name

@@ -12,7 +12,8 @@ its inputs. Builds are serialised by a lock file, so concurrent callers wait rat
   coai-guide-standin:<v>              stand-in app for the guide's 1.6 - 2.0 line (e2e/standin)
   programzmh/chatnio:<v>              the real CoAI server, built from source by build_coai.py
 
-Command line: `python -m e2e.localcluster.images [--only NAME ...]` builds and prints the map.
+Command line: `python -m e2e.localcluster.images [--only GROUP ...]` (operator, redis, standin,
+chatnio) builds and prints the map.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from coai_operator.instance.render import REDIS_GID, REDIS_PORT, REDIS_UID
 from coai_operator.instance.spec import DEFAULT_REDIS_IMAGE
 from e2e.localcluster import appimages
 from e2e.localcluster.build_binaries import CACHE_ROOT
-from e2e.localcluster.buildah import Buildah, context_digest
+from e2e.localcluster.buildah import Buildah, context_digest, stage_names
 from e2e.localcluster.debian import Rootfs, ensure_rootfs
 from e2e.localcluster.imagetar import Layer, Member, image_config, write_archive, write_layer
 
@@ -44,10 +45,22 @@ CACHE = CACHE_ROOT / "images"
 BASE_IMAGE = "python:3.11-slim-bookworm"
 # Like the official python image: `python` and `pip` on /usr/local/bin, pip installs into
 # /usr/local (Debian's scheme outside a venv) without the PEP 668 refusal.
-PYTHON_ROOTFS = Rootfs("python3.11-bookworm", ("python3", "python3-pip", "python3-venv", "ca-certificates"), hook=(
-    'rm -f "$1"/usr/lib/python3*/EXTERNALLY-MANAGED'
-    ' && for n in python python3; do ln -sf /usr/bin/python3 "$1/usr/local/bin/$n"; done'
-    ' && for n in pip pip3; do ln -sf /usr/bin/pip3 "$1/usr/local/bin/$n"; done'), host_cas=True)
+# Debian's own container images ship this apt configuration: apt keeps no package caches, so a
+# Dockerfile's `rm -rf /var/lib/apt/lists/*` is all the cleaning it needs (80 MB otherwise).
+_CLEAN = "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"
+APT_DOCKER_CLEAN = (f'DPkg::Post-Invoke {{ "{_CLEAN}"; }};', f'APT::Update::Post-Invoke {{ "{_CLEAN}"; }};',
+                    'Dir::Cache::pkgcache "";', 'Dir::Cache::srcpkgcache "";')
+_PYTHON_HOOK = (
+    'rm -f "$1"/usr/lib/python3*/EXTERNALLY-MANAGED',
+    'for n in python python3; do ln -sf /usr/bin/python3 "$1/usr/local/bin/$n"; done',
+    'for n in pip pip3; do ln -sf /usr/bin/pip3 "$1/usr/local/bin/$n"; done',
+    "printf '%s\\n' " + " ".join(f"'{line}'" for line in APT_DOCKER_CLEAN) + ' > "$1/etc/apt/apt.conf.d/docker-clean"',
+    "echo 'Acquire::Languages \"none\";' > \"$1/etc/apt/apt.conf.d/docker-no-languages\"",
+    # With those settings mmdebstrap's own cleanup no longer finds the caches it made.
+    'rm -f "$1"/var/cache/apt/*.bin',
+)
+PYTHON_ROOTFS = Rootfs("python3.11-bookworm", ("python3", "python3-pip", "python3-venv", "ca-certificates"),
+                       hook=" && ".join(_PYTHON_HOOK), host_cas=True)
 # Debian's redis user gets the uid/gid of the official image's (the pod's runAsUser/runAsGroup).
 REDIS_ROOTFS = Rootfs("redis-bookworm", ("redis-server",), hook=(
     f'chroot "$1" groupmod -g {REDIS_GID} redis && chroot "$1" usermod -u {REDIS_UID} redis'
@@ -92,12 +105,26 @@ def python_base() -> tuple[Path, list[Layer]]:
     return path, [layer]
 
 
+def _tiktoken_dir() -> Path:
+    from e2e.localcluster import build_coai  # the real app's builder lays the files out
+
+    return build_coai.tiktoken_dir()
+
+
+# Named build contexts (`--build-context NAME=DIR`) for the Dockerfile stages of these names.
+NAMED_CONTEXTS: dict[str, Callable[[], Path]] = {"tiktoken": _tiktoken_dir}
+
+
 def build_operator() -> dict[str, Path]:
     base, _ = python_base()
     name, dockerfile = operator_image(), REPO / "Dockerfile"
-    key = _key(base.name, context_digest(REPO, dockerfile), name)
+    stages = stage_names(dockerfile.read_text())
+    contexts = {stage: make() for stage, make in NAMED_CONTEXTS.items() if stage in stages}
+    key = _key(base.name, context_digest(REPO, dockerfile), name,
+               {stage: appimages.tree_digest(path) for stage, path in contexts.items()})
     builder = Buildah(CACHE / "buildah")
-    return {name: _cached(name, key, lambda out: builder.build(REPO, dockerfile, name, {BASE_IMAGE: base}, out))}
+    return {name: _cached(name, key, lambda out: builder.build(REPO, dockerfile, name, {BASE_IMAGE: base}, out,
+                                                               contexts))}
 
 
 # The official image's build switches protected mode off by default (it refuses every client from

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -98,7 +99,7 @@ def _remove_new_chains(before: dict[str, list[str]]) -> None:
             continue
         rules = _run(binary, "-w", "5", "-t", table, "-S", check=False).stdout.splitlines()
         for rule in rules:  # jumps into our chains from chains that stay
-            parts = rule.split()
+            parts = shlex.split(rule)  # comments are quoted
             if parts[:1] == ["-A"] and parts[1] not in new and any(n in parts for n in new):
                 _run(binary, "-w", "5", "-t", table, "-D", *parts[1:], check=False)
         for chain in new:
@@ -153,3 +154,5 @@ def restore_host() -> None:
         if directory not in before["dirs"]:
             shutil.rmtree(directory, ignore_errors=True)
     RECORD.unlink()
+    with contextlib.suppress(OSError):
+        RECORD.parent.rmdir()

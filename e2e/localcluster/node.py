@@ -141,12 +141,16 @@ state = "{root / 'state'}"
         self.cluster.wait(lambda: self._ctr("version", timeout=5).returncode == 0, "containerd to answer")
 
     def _import(self, images: dict[str, Path]) -> None:
+        """Each distinct archive once: one archive can hold several names (all its tags are imported)."""
+        by_archive: dict[Path, list[str]] = {}
         for name, archive in images.items():
+            by_archive.setdefault(archive, []).append(name)
+        for archive, names in by_archive.items():
             t = time.monotonic()
             done = self._ctr("images", "import", "--local", str(archive))
             if done.returncode != 0:
-                raise RuntimeError(f"importing {name} from {archive} failed: {done.stderr}")
-            self._timed(f"import {name}", t)
+                raise RuntimeError(f"importing {names} from {archive} failed: {done.stderr}")
+            self._timed(f"import {names[0]}" + (f" (+{len(names) - 1} tags)" if len(names) > 1 else ""), t)
 
     def _start_kubelet(self) -> None:
         ca = self.cluster.pki / "ca.crt"
@@ -246,6 +250,10 @@ state = "{root / 'state'}"
 
     def stop(self) -> None:
         c = self.cluster
+        if self.lock is None:
+            # The lock was never ours (start() failed or was interrupted while waiting): the
+            # bridge, chains, cgroups and record belong to the cluster that holds it. Touch nothing.
+            return
         for name in PROCESSES[:-1]:
             c.stop_process(name)
         if self.socket.exists():

@@ -15,6 +15,7 @@ import pytest
 import yaml
 from e2e.helpers import wait_for
 from e2e.localcluster import appimages, images
+from e2e.localcluster.buildah import stage_names
 from e2e.localcluster.imagetar import archive_tags, read_archive, read_file, unpack
 
 from coai_operator.constants import DEFAULT_APP_IMAGE
@@ -92,6 +93,11 @@ def test_operator_image_is_the_dockerfile_build_under_the_deployed_name(built: d
     assert script is not None and b"coai_operator.cli" in script
     passwd = read_file(built[name], "/etc/passwd")
     assert passwd is not None and b"nonroot:x:65532:65532:" in passwd
+    assert read_file(built[name], "/var/cache/apt/pkgcache.bin") is None  # the base's apt keeps no caches
+    if "tiktoken" in stage_names((REPO / "Dockerfile").read_text()):  # the named build context's files
+        tiktoken = images.NAMED_CONTEXTS["tiktoken"]()
+        for path in sorted(tiktoken.iterdir()):
+            assert read_file(built[name], f"/opt/coai-operator/tiktoken/{path.name}") == path.read_bytes()
 
 
 def test_base_image_is_a_python_3_11_with_pip_and_apt_sources(built: dict[str, Path]) -> None:
@@ -100,6 +106,7 @@ def test_base_image_is_a_python_3_11_with_pip_and_apt_sources(built: dict[str, P
     assert cfg["Cmd"] == ["python3"]
     assert read_file(base, "/usr/lib/python3.11/EXTERNALLY-MANAGED") is None  # pip installs like the official image
     assert read_file(base, "/usr/bin/python3.11") is not None
+    assert b"Dir::Cache::pkgcache" in (read_file(base, "/etc/apt/apt.conf.d/docker-clean") or b"")
     sources = read_file(base, "/etc/apt/sources.list")
     assert sources is not None and b"bookworm main" in sources and b"bookworm-security" in sources
 

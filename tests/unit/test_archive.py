@@ -1,4 +1,7 @@
-"""The storage archive: exact round trip, and restore refusing archives that would escape the root."""
+"""The storage archive: exact round trip, and restore refusing archives that would escape the root.
+
+Every test runs twice: with tarfile's extraction filters, and without them, as on Python < 3.11.4
+(Debian bookworm's 3.11.2, the operator image's Python), where the engine checks by itself."""
 
 from __future__ import annotations
 
@@ -10,10 +13,22 @@ from pathlib import Path
 import pytest
 
 from coai_operator.domain.errors import RestoreError
+from coai_operator.engine import archive
 from coai_operator.engine.archive import clear_tree, extract_tar, scan_tar, tree_stats, write_tree_tar
 from coai_operator.engine.compress import GZIP, compressed_writer
 from coai_operator.engine.manifest import Artifact, Manifest
 from coai_operator.engine.restore import restore_backup
+
+FILTER_API = ("data_filter", "AbsolutePathError", "OutsideDestinationError", "SpecialFileError",
+              "AbsoluteLinkError", "LinkOutsideDestinationError")
+
+
+@pytest.fixture(autouse=True, params=["tarfile filters", "no tarfile filters"])
+def python_tarfile(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    if request.param == "no tarfile filters":
+        monkeypatch.setattr(archive, "DATA_FILTER", None)
+        for name in FILTER_API:
+            monkeypatch.delattr(tarfile, name, raising=False)
 
 
 def _digest(root: Path) -> dict[str, str]:

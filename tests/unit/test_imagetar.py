@@ -98,3 +98,9 @@ def test_context_digest_follows_the_copied_files_and_skips_what_dockerignore_exc
     (tmp_path / "pkg" / "mod.py").write_text("x = 1")
     (tmp_path / "pkg" / "mod.py").chmod(0o755)
     assert buildah.context_digest(tmp_path, tmp_path / "Dockerfile") != first
+
+
+def test_stage_names_find_the_stages_a_named_build_context_replaces() -> None:
+    text = "FROM scratch AS tiktoken\nFROM python:3 as build\nRUN x\nFROM python:3\nCOPY --from=tiktoken / /t/\n"
+    assert buildah.stage_names(text) == ["tiktoken", "build"]
+    assert "build" in buildah.stage_names((REPO / "Dockerfile").read_text())

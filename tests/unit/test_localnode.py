@@ -55,3 +55,17 @@ def test_cni_config_never_makes_the_bridge_a_host_wide_gateway(tmp_path: Path) -
     assert bridge["isGateway"] is False and bridge["ipMasq"] is False
     assert bridge["ipam"]["dataDir"] == str(tmp_path / "ipam")  # not /var/lib/cni
     assert bridge["ipam"]["routes"] == [{"dst": "0.0.0.0/0", "gw": network.GATEWAY}]
+
+
+def test_a_node_that_never_got_the_lock_leaves_the_host_alone(monkeypatch, tmp_path: Path) -> None:
+    """Its start() was interrupted while another cluster held the node: that cluster's bridge,
+    chains, pods and host record must survive this one's stop()."""
+    from e2e.localcluster import node
+
+    calls: list[str] = []
+    monkeypatch.setattr(network, "restore_host", lambda: calls.append("restore_host"))
+    monkeypatch.setattr(network, "kill_pod_processes", lambda: calls.append("kill_pod_processes"))
+    monkeypatch.setattr(network, "unmount_under", lambda *_: calls.append("unmount_under"))
+    cluster = SimpleNamespace(state_dir=tmp_path, stop_process=lambda name: calls.append(name))
+    node.LocalNode(cluster).stop()  # type: ignore[arg-type]
+    assert calls == []

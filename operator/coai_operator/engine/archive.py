@@ -137,16 +137,54 @@ def _skip(stats: TreeStats, name: str, why: str) -> None:
         stats.skipped_entries.append({"path": name, "type": why})
 
 
+# Extraction filters (tarfile.data_filter, FilterError, extractall(filter=)) arrived in Python
+# 3.11.4; Debian bookworm's python3 is 3.11.2. There the same checks are made here.
+DATA_FILTER = getattr(tarfile, "data_filter", None)
+FilterError: type[tarfile.TarError] = getattr(tarfile, "FilterError", None) or type(
+    "FilterError", (tarfile.TarError,), {"__doc__": "An archive member that is not safe to extract."})
+
+
+def _refused(kind: str, member: tarfile.TarInfo, *args: Any) -> tarfile.TarError:
+    error = getattr(tarfile, kind, None)
+    return error(member, *args) if error else FilterError(f"{kind}: {member.name!r}")
+
+
+def _inside(path: str, dest: str) -> bool:
+    return os.path.commonpath([path, dest]) == dest
+
+
+def _data_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
+    """What the `data` filter checks, for Pythons without it (names are already relative)."""
+    if member.ischr() or member.isblk() or member.isfifo() or member.isdev():
+        raise _refused("SpecialFileError", member)
+    target = os.path.realpath(os.path.join(dest, member.name))
+    if not _inside(target, dest):
+        raise _refused("OutsideDestinationError", member, target)
+    if member.issym() or member.islnk():
+        if os.path.isabs(member.linkname):
+            raise _refused("AbsoluteLinkError", member)
+        base = os.path.dirname(target) if member.issym() else dest
+        link = os.path.realpath(os.path.join(base, member.linkname))
+        if not _inside(link, dest):
+            raise _refused("LinkOutsideDestinationError", member, link)
+    return member
+
+
 def safe_member(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
     """tarfile's `data` filter, plus: absolute names and `..` components are refused outright
     (the `data` filter would quietly strip a leading `/`; we never write either)."""
     if member.name.startswith("/") or os.path.isabs(member.name):
-        raise tarfile.AbsolutePathError(member)
+        raise _refused("AbsolutePathError", member)
     if ".." in member.name.split("/"):
-        raise tarfile.OutsideDestinationError(member, os.path.join(dest, member.name))
-    checked = tarfile.data_filter(member, dest)
+        raise _refused("OutsideDestinationError", member, os.path.join(dest, member.name))
     # The `data` filter also rewrites modes (adds u+rw, drops group/other write); a restore must
     # reproduce modes exactly, so keep ours, without setuid/setgid (never wanted in app storage).
+    if not DATA_FILTER:
+        checked = _data_filter(member, dest)
+        if member.isdir() or member.isreg():
+            checked.mode = member.mode & 0o1777
+        return checked
+    checked = DATA_FILTER(member, dest)
     if member.isdir() or member.isreg():
         return checked.replace(mode=member.mode & 0o1777, deep=False)
     return checked
@@ -197,4 +235,9 @@ def extract_tar(path: Path, kind: str, root: Path) -> None:
 
 def extract_tar_stream(decoded: BinaryIO, root: Path) -> None:
     with tarfile.open(fileobj=decoded, mode="r|", encoding="utf-8", errors="surrogateescape") as tar:
-        tar.extractall(root, filter=safe_member)  # noqa: S202 - every member passes safe_member
+        if DATA_FILTER:
+            tar.extractall(root, filter=safe_member)  # noqa: S202 - every member passes safe_member
+        else:
+            real = os.path.realpath(root)
+            for member in tar:
+                tar.extract(safe_member(member, real), root, set_attrs=True)

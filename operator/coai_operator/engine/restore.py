@@ -31,7 +31,7 @@ import pymysql
 
 from coai_operator.domain.errors import RestoreError
 from coai_operator.engine import compress, crypto, testhooks
-from coai_operator.engine.archive import clear_tree, extract_tar_stream, scan_tar_stream, tree_stats
+from coai_operator.engine.archive import FilterError, clear_tree, extract_tar_stream, scan_tar_stream, tree_stats
 from coai_operator.engine.artifacts import artifact_reader, stored_digest
 from coai_operator.engine.dbconfig import DbConfig, connect, option_file
 from coai_operator.engine.dbtools import child_env, describe_db_error, find_tool, finish_tool, open_connection
@@ -140,7 +140,7 @@ def verify_backup(store: Store | Path, manifest: Manifest, include: list[str], s
                                        f"{NOTHING_CHANGED}")
         except (compress.CompressionError, crypto.DecryptionError) as exc:
             raise RestoreError(f"backup artifact {art.name} is corrupt ({exc}); {NOTHING_CHANGED}") from exc
-        except tarfile.FilterError as exc:
+        except FilterError as exc:
             raise RestoreError(f"backup artifact {art.name} has an unsafe member ({exc}); {NOTHING_CHANGED}") from exc
         except tarfile.TarError as exc:
             raise RestoreError(f"backup artifact {art.name} is not a valid tar ({exc}); {NOTHING_CHANGED}") from exc
