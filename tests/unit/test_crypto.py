@@ -36,7 +36,8 @@ def test_round_trip_any_size(size: int) -> None:
     data = os.urandom(size)
     blob = _encrypt(data, KEY)
     assert _decrypt(blob, KEY) == data
-    assert data[:32] not in blob[24:] or size == 0
+    # A short plaintext can occur in random ciphertext by chance; 16+ random bytes practically never.
+    assert size < 16 or data[:32] not in blob[24:]
 
 
 def test_wrong_key_refused() -> None:
