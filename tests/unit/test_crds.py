@@ -361,7 +361,6 @@ def test_enums(instance_crd, migration_crd) -> None:
     ("spec.image", constants.DEFAULT_APP_IMAGE),
     ("spec.replicas", 1),
     ("spec.port", 8000),
-    ("spec.healthPath", "/health"),
     ("spec.service.type", "ClusterIP"),
     ("spec.service.port", 80),
     ("spec.database.port", 3306),
@@ -372,6 +371,7 @@ def test_enums(instance_crd, migration_crd) -> None:
     ("spec.storage.retain", True),
     ("spec.resources", {"requests": {"memory": "1Gi"}, "limits": {"memory": "2Gi"}}),
     ("spec.maintenance.enabled", False),
+    ("spec.offline.enabled", False),
 ])
 def test_instance_defaults(instance_crd, path: str, default: Any) -> None:
     assert _at(_root(instance_crd), path)["default"] == default
@@ -409,7 +409,7 @@ def test_scalar_defaults_are_documented(crd_file: Path) -> None:
 # Groups that only exist when the user configures them; their children's defaults apply then.
 OPTIONAL_GROUPS = {
     "spec.database", "spec.database.passwordSecretRef", "spec.redis", "spec.redis.passwordSecretRef",
-    "spec.redis.managed", "spec.validation.apiKeySecretRef",
+    "spec.redis.managed", "spec.validation.apiKeySecretRef", "spec.admin", "spec.admin.passwordSecretRef",
 }
 
 
@@ -487,7 +487,10 @@ def test_migration_run_parameters_are_immutable(migration_crd) -> None:
         "message": "spec.instanceRef is immutable; create a new CoaiMigration for another instance"}]
     assert _rules(spec["properties"]["targetVersion"]) == [{
         "rule": "self == oldSelf",
-        "message": "spec.targetVersion is immutable; create a new CoaiMigration to upgrade to another version"}]
+        "message": "spec.targetVersion is immutable; create a new CoaiMigration to upgrade to another version"}, {
+        "rule": "!(self in ['latest', 'stable'])",
+        "message": "spec.targetVersion must not be a floating tag (latest, stable), a rollback could not know what "
+                   "it ran; pin a version such as 4.25.0"}]
     by_field = {r.get("fieldPath"): r for r in _rules(spec)}
     for field in ("backup", "migrations", "configMigration", "storageMigration", "dryRun"):
         rule = by_field[f".{field}"]
@@ -627,7 +630,7 @@ SEED_INSTANCE_DEFAULTS = {
     "image": "programzmh/chatnio",
     "replicas": 1,
     "port": 8000,
-    "healthPath": "/health",
+    "healthPath": None,  # derived from spec.config by the operator (instance/spec.py)
     "service": {"type": "ClusterIP", "port": 80},
     "database": {"host": "mariadb.db.svc", "port": 3306, "name": "chatnio"},
     "resources": {"requests": {"memory": "1Gi"}, "limits": {"memory": "2Gi"}},
@@ -635,6 +638,7 @@ SEED_INSTANCE_DEFAULTS = {
     "logs": {"size": "5Gi"},
     "configVolume": {"size": "1Gi"},
     "maintenance": {"enabled": False},
+    "offline": {"enabled": False},
 }
 
 

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from coai_operator import constants, events
 from coai_operator.conditions import get_condition
+from coai_operator.instance import adminpw
 from coai_operator.instance import render as r
 from coai_operator.instance import status as st
 from coai_operator.instance.spec import Names, Problem, Spec, maintenance, secret_refs, validate, with_defaults
@@ -149,7 +150,11 @@ def reconcile(body: Mapping[str, Any], kube: Kube) -> Outcome:
         # Nothing was applied: running pods keep running; report how they are doing.
         deployment = kube.get("apps/v1", "Deployment", namespace, Names(name).deployment)
 
+    admin = _admin_state(kube, body, spec, deployment, name, namespace) if problem is None else None
+    if admin is not None and admin.configured and not admin.done:
+        outcome.retry = True  # the Job's end is noticed by the retry, not by a watch on Jobs
     desired = st.compute(
+        admin=admin,
         current=current,
         generation=int(meta.get("generation") or 0),
         endpoint=r.endpoint(spec, name, namespace),
@@ -170,6 +175,14 @@ def reconcile(body: Mapping[str, Any], kube: Kube) -> Outcome:
     outcome.phase = str(desired["phase"])
     outcome.problem = problem
     return outcome
+
+
+def _admin_state(kube: Kube, body: Mapping[str, Any], spec: Spec, deployment: Obj | None, name: str,
+                 namespace: str) -> adminpw.AdminState:
+    try:
+        return adminpw.ensure(kube, body, spec, r.endpoint(spec, name, namespace), st.rollout(deployment).complete)
+    except KubeError as exc:
+        return adminpw.AdminState(applies=True, configured=True, message=f"cannot start the Job: {exc.message}")
 
 
 class Serializer:

@@ -16,7 +16,7 @@ from typing import Any
 
 from coai_operator import constants
 from coai_operator.instance.spec import Names, with_defaults
-from coai_operator.migration import planner
+from coai_operator.migration import planner, realjobs
 
 Obj = dict[str, Any]
 
@@ -132,6 +132,9 @@ def engine_args(migration: Mapping[str, Any], instance: Mapping[str, Any], step:
     include = [i for i in ((spec.get("backup") or {}).get("include") or ["database", "storage", "config"])
                if i in ("database", "storage")]
     bundle = ["--bundle-dir", BUNDLE_MOUNT] if (spec.get("migrations") or {}).get("configMapRef") else []
+    real = realjobs.engine_args(migration, instance, step) if realjobs.applies(migration) else None
+    if real is not None:
+        return real
     if step == planner.PREFLIGHT:
         return ["plan", "--target", target, *bundle]
     if step == planner.BACKUP:
@@ -155,7 +158,8 @@ def engine_args(migration: Mapping[str, Any], instance: Mapping[str, Any], step:
         return ["validate", "--checks", ",".join(planner.validation_checks(spec)), "--base-url", base_url,
                 "--health-path", str(inst_spec.get("healthPath") or "/health"),
                 "--timeout", str(validation.get("timeoutSeconds") or 300),
-                "--manifest", f"{location}/manifest.json"]
+                "--manifest", f"{location}/manifest.json",
+                *(realjobs.validate_args(instance, target) if realjobs.applies(migration) else [])]
     raise ValueError(f"step {step} does not run a Job")
 
 
@@ -171,6 +175,8 @@ def build_job(migration: Mapping[str, Any], instance: Mapping[str, Any], step: s
            {"name": "COAI_MIGRATION", "value": meta["name"]},
            {"name": "HOME", "value": "/tmp"}]  # noqa: S108  (an emptyDir)
     api_key = (spec.get("validation") or {}).get("apiKeySecretRef") or {}
+    if step == planner.VALIDATE and realjobs.applies(migration):
+        env += realjobs.validate_env(instance)
     if step == planner.VALIDATE and api_key.get("name"):
         env.append({"name": "TEST_API_KEY", "valueFrom": {"secretKeyRef": {
             "name": api_key["name"], "key": api_key.get("key") or "api-key", "optional": True}}})
