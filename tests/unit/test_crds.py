@@ -349,7 +349,7 @@ def test_enums(instance_crd, migration_crd) -> None:
     assert _at(mig, "spec.rollback.mode")["enum"] == ["Emergency", "Graceful"]
     assert _at(mig, "spec.backup.include.[]")["enum"] == ["database", "storage", "config"]
     assert _at(mig, "spec.validation.checks.[]")["enum"] == [
-        "database", "health", "chat", "files", "dataIntegrity"]
+        "database", "health", "login", "quota", "fingerprint", "chat", "files", "dataIntegrity"]
     for root in (inst, mig):
         conditions = _at(root, "status.conditions")
         assert conditions["x-kubernetes-list-type"] == "map"
