@@ -10,6 +10,9 @@ command -v mariadb-dump >/dev/null 2>&1 || need_apt+=(mariadb-client)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v unshare >/dev/null 2>&1 || need_apt+=(util-linux)
 command -v go >/dev/null 2>&1 || need_apt+=(golang-go)
+# The real CoAI server: built with CGO (gcc); its integration tests run Debian's redis-server.
+command -v gcc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
+command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || need_apt+=(redis-server)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -17,6 +20,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
   # The package's own service is not used: tests and the demo start private servers.
   (service mariadb stop || true) >/dev/null 2>&1
+  (service redis-server stop || true) >/dev/null 2>&1
 fi
 
 PYTHON=${PYTHON:-python3}
@@ -29,4 +33,6 @@ if [ ! -f "$stamp" ]; then
 fi
 
 .venv/bin/python e2e/localcluster/build_binaries.py >/dev/null
+# The real app (chat) of every version on its line, and the tiktoken files for offline chat.
+nice -n 10 .venv/bin/python e2e/localcluster/build_coai.py --tiktoken >/dev/null
 echo "setup ok: $(.venv/bin/python e2e/localcluster/build_binaries.py --print-dir)"
