@@ -11,8 +11,9 @@ from coai_operator.bundles.realline import has_userinfo, is_real, load_real_line
 from coai_operator.engine.errors import PlanError
 from coai_operator.instance import adminpw
 from coai_operator.instance import status as st
-from coai_operator.instance.spec import with_defaults
-from coai_operator.migration import jobs, planner
+from coai_operator.instance.spec import image_ref, with_defaults
+from coai_operator.migration import digest, jobs, planner
+from coai_operator.migration.snapshot import Snapshot, snapshot_objects, take_snapshot
 
 from .test_instance_status import ENDPOINT, NOW, cond, deployment
 from .test_migration_planner import instance, migration
@@ -174,3 +175,41 @@ def test_without_the_secret_a_warning_condition_says_the_default_is_live() -> No
     warning = cond(status, "DefaultAdminPassword")
     assert warning["status"] == "True" and "public default password" in warning["message"]
     assert "chatnio123456" not in warning["message"]
+
+
+# --- image digests ---------------------------------------------------------------------------------
+
+DIGEST = "sha256:" + "0123456789abcdef" * 4
+
+
+@pytest.mark.parametrize(("image_id", "expected"), [
+    (f"docker.io/programzmh/chatnio@{DIGEST}", DIGEST),
+    (f"programzmh/chatnio:3.10.5@{DIGEST}", DIGEST),
+    (DIGEST, None),  # a bare image ID cannot be pulled by digest
+    ("", None),
+    (None, None),
+])
+def test_only_a_repository_digest_is_pinned(image_id: str | None, expected: str | None) -> None:
+    assert digest.repo_digest(image_id) == expected
+
+
+def test_the_running_digest_comes_from_a_ready_coai_container() -> None:
+    class Pods:
+        def list(self, api_version: str, kind: str, namespace: str, label_selector: str = "") -> list[Obj]:
+            assert "app.kubernetes.io/instance=chat" in label_selector
+            return [{"status": {"containerStatuses": [
+                {"name": "coai", "ready": False, "imageID": "x@sha256:" + "f" * 64},
+            ]}}, {"status": {"containerStatuses": [
+                {"name": "sidecar", "ready": True, "imageID": "y@sha256:" + "e" * 64},
+                {"name": "coai", "ready": True, "imageID": f"docker.io/programzmh/chatnio@{DIGEST}"},
+            ]}}]
+
+    assert digest.running_digest(Pods(), "ns", "chat") == DIGEST
+
+
+def test_the_snapshot_keeps_the_digest_and_the_image_reference_pins_it() -> None:
+    snap = take_snapshot(real_instance(), "3.10.5", None, DIGEST)
+    configmap, _ = snapshot_objects(migration("4.25.0"), snap)
+    assert Snapshot.from_objects(configmap, None).image_digest == DIGEST
+    pinned = with_defaults({"version": "3.10.5", "database": {"host": "db"}, "imageDigest": DIGEST})
+    assert image_ref(pinned) == f"programzmh/chatnio:3.10.5@{DIGEST}"

@@ -25,7 +25,7 @@ from coai_operator.bundles.config_migration import ConfigRulesError
 from coai_operator.conditions import now_rfc3339, set_condition
 from coai_operator.engine.versions import Hop, Version
 from coai_operator.kube import Kube, KubeError
-from coai_operator.migration import jobs, planner
+from coai_operator.migration import digest, jobs, planner
 from coai_operator.migration.snapshot import (
     Snapshot,
     encode_secret,
@@ -238,6 +238,8 @@ def ensure_snapshot(ctx: Ctx) -> Snapshot:
         "configSnapshot": {"configMap": snapshot_name(ctx.migration),
                            "secret": snapshot_name(ctx.migration) if snap.secret_name else ""},
     }
+    if snap.image_digest:
+        ctx.status["previous"]["imageDigest"] = snap.image_digest
     return snap
 
 
@@ -245,7 +247,8 @@ def _create_snapshot(ctx: Ctx) -> Snapshot:
     assert ctx.instance is not None
     secret_name = ((ctx.instance.get("spec") or {}).get("secretRef") or {}).get("name")
     secret = ctx.kube.get("v1", "Secret", ctx.namespace, secret_name) if secret_name else None
-    snap = take_snapshot(ctx.instance, ctx.status.get("fromVersion") or "", secret)
+    snap = take_snapshot(ctx.instance, ctx.status.get("fromVersion") or "", secret,
+                         digest.running_digest(ctx.kube, ctx.namespace, ctx.instance_name))
     configmap, secret_copy = snapshot_objects(ctx.migration, snap)
     if secret_copy is not None:  # the Secret first: the ConfigMap's presence means "snapshot complete"
         with contextlib.suppress(KubeError):
@@ -343,6 +346,8 @@ def step_rollout(ctx: Ctx) -> StepOutcome:
     patch: Obj = {}
     if spec.get("version") != target:
         patch["version"] = target
+    if spec.get("imageDigest"):
+        patch["imageDigest"] = None  # a pin from an earlier rollback would keep the old image
     maintenance = maintenance_patch(spec, snap)
     if maintenance:
         patch["maintenance"] = maintenance
@@ -376,6 +381,8 @@ def step_rollback_config(ctx: Ctx) -> StepOutcome:
         patch["version"] = snap.version
     if snap.image and spec.get("image") != snap.image:
         patch["image"] = snap.image
+    if spec.get("imageDigest") != snap.image_digest:
+        patch["imageDigest"] = snap.image_digest  # what ran before, not whatever the tag means now
     maintenance = maintenance_patch(spec, snap)
     if maintenance:
         patch["maintenance"] = maintenance

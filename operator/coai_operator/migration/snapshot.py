@@ -30,11 +30,13 @@ class Snapshot:
     config: dict[str, str]
     secret_name: str | None
     secret: dict[str, str]  # decoded values
+    image_digest: str | None = None  # what the pods ran (migration/digest.py); a rollback pins it
 
     def to_configmap_data(self) -> dict[str, str]:
         return {
             "instance.json": json.dumps({"version": self.version, "image": self.image,
-                                         "maintenance": self.maintenance, "secretName": self.secret_name},
+                                         "maintenance": self.maintenance, "secretName": self.secret_name,
+                                         **({"imageDigest": self.image_digest} if self.image_digest else {})},
                                         sort_keys=True),
             "config.json": json.dumps(self.config, sort_keys=True),
         }
@@ -50,6 +52,7 @@ class Snapshot:
             config=json.loads(data.get("config.json") or "{}"),
             secret_name=meta.get("secretName"),
             secret=decode_secret((secret or {}).get("data") or {}),
+            image_digest=meta.get("imageDigest"),
         )
 
 
@@ -65,9 +68,11 @@ def encode_secret(data: Mapping[str, str]) -> dict[str, str]:
     return {k: base64.b64encode(v.encode("utf-8", errors="surrogateescape")).decode() for k, v in data.items()}
 
 
-def take_snapshot(instance: Mapping[str, Any], version: str, secret: Mapping[str, Any] | None) -> Snapshot:
+def take_snapshot(instance: Mapping[str, Any], version: str, secret: Mapping[str, Any] | None,
+                  image_digest: str | None = None) -> Snapshot:
     spec = instance.get("spec") or {}
     return Snapshot(
+        image_digest=image_digest or spec.get("imageDigest"),
         version=version,
         image=spec.get("image"),
         maintenance=spec.get("maintenance"),
