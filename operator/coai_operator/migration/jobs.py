@@ -22,6 +22,7 @@ Obj = dict[str, Any]
 
 BACKUP_MOUNT = "/backup"
 STORAGE_MOUNT = "/storage"
+CONFIG_MOUNT = "/config"
 BUNDLE_MOUNT = "/bundle"
 RESULT_FILE = "/dev/termination-log"
 JOB_TTL_SECONDS = 7 * 24 * 3600
@@ -130,7 +131,8 @@ def engine_args(migration: Mapping[str, Any], instance: Mapping[str, Any], step:
     target = str(spec["targetVersion"])
     location = backup_location(migration)
     include = [i for i in ((spec.get("backup") or {}).get("include") or ["database", "storage", "config"])
-               if i in ("database", "storage")]
+               if i in ("database", "storage", "config")]
+    config = ["--config", CONFIG_MOUNT] if "config" in include else []
     bundle = ["--bundle-dir", BUNDLE_MOUNT] if (spec.get("migrations") or {}).get("configMapRef") else []
     real = realjobs.engine_args(migration, instance, step) if realjobs.applies(migration) else None
     if real is not None:
@@ -138,17 +140,17 @@ def engine_args(migration: Mapping[str, Any], instance: Mapping[str, Any], step:
     if step == planner.PREFLIGHT:
         return ["plan", "--target", target, *bundle]
     if step == planner.BACKUP:
-        return ["backup", "--dir", location, "--storage", STORAGE_MOUNT, "--include", ",".join(include),
+        return ["backup", "--dir", location, "--storage", STORAGE_MOUNT, *config, "--include", ",".join(include),
                 "--label", f"pre-upgrade to {target}"]
     if step == planner.MIGRATE:
         return ["migrate", "--target", target, *bundle]
     if step == planner.STORAGE:
         return ["migrate-storage", "--storage", STORAGE_MOUNT]
     if step == planner.RB_EXPORT:
-        return ["backup", "--dir", f"{location}/post-migration", "--storage", STORAGE_MOUNT,
+        return ["backup", "--dir", f"{location}/post-migration", "--storage", STORAGE_MOUNT, *config,
                 "--include", ",".join(include), "--label", "post-migration export before rollback"]
     if step == planner.RB_RESTORE:
-        return ["restore", "--dir", location, "--storage", STORAGE_MOUNT, "--include", ",".join(include)]
+        return ["restore", "--dir", location, "--storage", STORAGE_MOUNT, *config, "--include", ",".join(include)]
     if step == planner.VALIDATE:
         validation = spec.get("validation") or {}
         inst_spec = with_defaults(copy.deepcopy(dict(instance.get("spec") or {})))
@@ -190,6 +192,10 @@ def build_job(migration: Mapping[str, Any], instance: Mapping[str, Any], step: s
         volumes.append({"name": "storage",
                         "persistentVolumeClaim": {"claimName": Names(instance_name).storage_pvc}})
         mounts.append({"name": "storage", "mountPath": STORAGE_MOUNT})
+    if step in (planner.BACKUP, planner.RB_EXPORT, planner.RB_RESTORE):
+        # /config/config.yaml: channels with their keys, settings (engine/configfile.py).
+        volumes.append({"name": "config", "persistentVolumeClaim": {"claimName": Names(instance_name).config_pvc}})
+        mounts.append({"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": step != planner.RB_RESTORE})
     bundle_ref = (spec.get("migrations") or {}).get("configMapRef") or {}
     if bundle_ref.get("name") and step in (planner.PREFLIGHT, planner.MIGRATE):
         volumes.append({"name": "bundle", "configMap": {"name": bundle_ref["name"]}})
