@@ -417,6 +417,10 @@ def test_probe_path_follows_serve_static(config: Obj, health_path: str, prefix: 
     assert {c[p]["httpGet"]["path"] for p in ("startupProbe", "readinessProbe", "livenessProbe")} == {health_path}
 
 
+def test_the_guide_line_keeps_its_documented_health_path() -> None:
+    assert with_defaults({**MINIMAL, "version": "2.0.0"})["healthPath"] == "/health"
+
+
 def test_an_explicit_health_path_wins() -> None:
     assert with_defaults({**MINIMAL, "config": {"SERVE_STATIC": "false"}, "healthPath": "/healthz"})[
         "healthPath"] == "/healthz"

@@ -14,6 +14,7 @@ from typing import Any
 from kubernetes.utils.quantity import parse_quantity
 
 from coai_operator import constants
+from coai_operator.bundles.realline import is_real
 
 Spec = dict[str, Any]
 
@@ -21,6 +22,7 @@ DEFAULT_PORT = 8000
 # The real app has no /health: `GET /` answers with static serving off, `GET /api/` with it on
 # (the image's default). spec.healthPath overrides the derived path.
 HEALTH_PATH_STATIC = "/api/"
+GUIDE_HEALTH_PATH = "/health"  # the migration guide's 1.x-2.x line (its stand-in app answers it)
 HEALTH_PATH_NO_STATIC = "/"
 # strconv.ParseBool's false spellings (the app reads SERVE_STATIC/DEBUG through viper).
 _FALSE = ("0", "f", "F", "false", "FALSE", "False")
@@ -106,7 +108,7 @@ def with_defaults(spec: Spec | None) -> Spec:
     s.setdefault("port", DEFAULT_PORT)
     s["config"] = _obj(s.get("config"))
     if not s.get("healthPath"):
-        s["healthPath"] = HEALTH_PATH_STATIC if serve_static(s["config"]) else HEALTH_PATH_NO_STATIC
+        s["healthPath"] = default_health_path(s)
     service = s["service"] = _obj(s.get("service"))
     service.setdefault("type", "ClusterIP")
     service.setdefault("port", DEFAULT_SERVICE_PORT)
@@ -136,6 +138,13 @@ def with_defaults(spec: Spec | None) -> Spec:
     s["offline"] = _obj(s.get("offline"))
     s["offline"].setdefault("enabled", False)
     return s
+
+
+def default_health_path(spec: Spec) -> str:
+    """The guide's line keeps its documented /health; the real app answers on / or /api/."""
+    if not is_real(str(spec.get("version", ""))):
+        return GUIDE_HEALTH_PATH
+    return HEALTH_PATH_STATIC if serve_static(spec["config"]) else HEALTH_PATH_NO_STATIC
 
 
 def _flag(config: dict[str, Any], key: str) -> bool | None:
