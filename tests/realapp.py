@@ -90,15 +90,16 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
 class StandInUpstream:
     """OpenAI-compatible /v1/chat/completions answering in SSE chunks (or JSON without stream)."""
 
-    def __init__(self) -> None:
+    def __init__(self, bind: str = "127.0.0.1") -> None:
         self.requests: list[dict[str, Any]] = []
         self.fail = False  # answer 500 (to make a chat check fail on purpose)
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server = ThreadingHTTPServer((bind, 0), self._handler())
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}"
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         upstream = self
