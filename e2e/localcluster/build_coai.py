@@ -49,7 +49,7 @@ SOURCES: dict[str, Source] = {
                      "2e5574118fa5ad5e4ebe69cf391387b355ce7399f1f1356b66935acd853159d1"),
     "4.24.2": Source("v4.0.0", "e7df3f687b0a466eb396cd4f04686a3246b898c2",
                      "8f72df05bfbfbd5bf6647bd1d4cb529b44d515a7576e4231bd6b992f4351a19f"),
-    "4.25.0": Source("main", "3048a493eedcfe75de4d59afd5139847ad3195ed",
+    "4.25.0": Source("main (2026-03-12)", "3048a493eedcfe75de4d59afd5139847ad3195ed",
                      "49ebfb7e5c57b2e069a4f1c5bf9007a1999a8f76f805472f1076118749eb302e"),
 }
 
@@ -204,8 +204,14 @@ def main() -> int:
     parser.add_argument("versions", nargs="*", help=f"default: all of {', '.join(SOURCES)}")
     parser.add_argument("--print-dir", action="store_true", help="only print the build directories")
     parser.add_argument("--tiktoken", action="store_true", help="also lay out the tiktoken files")
+    parser.add_argument("--tiktoken-only", action="store_true",
+                        help="only lay out the tiktoken files and print their directory (the Dockerfile's "
+                             "`tiktoken` build context)")
     args = parser.parse_args()
     try:
+        if args.tiktoken_only:
+            print(tiktoken_dir(), flush=True)
+            return 0
         for version in args.versions or list(SOURCES):
             print(build_dir(version) if args.print_dir else ensure_built(version), flush=True)
         if args.tiktoken:
