@@ -797,3 +797,13 @@ def test_invalid_instance_is_rejected(instance_crd, field: str, value: Any, erro
 def test_invalid_migration_is_rejected(migration_crd, field: str, value: Any, error: str) -> None:
     _, errors = _check(migration_crd, _with(MINIMAL_MIGRATION, field, value))
     assert any(e.startswith(error) for e in errors), errors
+
+
+@pytest.mark.parametrize("sample", ["10-coaiinstance.yaml", "upgrade-to-4.25.0.yaml"])
+def test_the_real_app_demo_samples_pass_the_schema(instance_crd, migration_crd, sample: str) -> None:
+    text = (REPO / "e2e" / "samples" / "real-app" / sample).read_text()
+    text = text.replace("${MYSQL_HOST}", "10.244.0.1").replace("${MYSQL_PORT}", "3306")
+    for doc in (d for d in yaml.safe_load_all(text) if d and d["kind"] != "Secret"):
+        crd = instance_crd if doc["kind"] == constants.INSTANCE_KIND else migration_crd
+        _, errors = _check(crd, {**doc, "metadata": {**doc["metadata"], "namespace": "coai-demo"}})
+        assert errors == [], errors
