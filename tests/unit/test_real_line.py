@@ -213,3 +213,12 @@ def test_the_snapshot_keeps_the_digest_and_the_image_reference_pins_it() -> None
     assert Snapshot.from_objects(configmap, None).image_digest == DIGEST
     pinned = with_defaults({"version": "3.10.5", "database": {"host": "db"}, "imageDigest": DIGEST})
     assert image_ref(pinned) == f"programzmh/chatnio:3.10.5@{DIGEST}"
+
+
+def test_the_real_line_migrates_only_the_users_config_rules() -> None:
+    from coai_operator.migration.machine import Ctx, config_rules
+
+    ctx = Ctx(kube=None, migration=migration("4.25.0", configMigration={"set": {"SITE_NAME": "x"}}),  # type: ignore[arg-type]
+              instance=real_instance(), status={"path": ["3.10.5-to-3.11.1", "3.11.1-to-4.24.2"]})
+    rules = config_rules(ctx)
+    assert [r.set for r in rules if r.set] == [{"SITE_NAME": "x"}]

@@ -21,11 +21,11 @@ from typing import Any
 
 from coai_operator import constants
 from coai_operator.bundles import load_bundle
-from coai_operator.bundles.config_migration import ConfigRulesError
+from coai_operator.bundles.config_migration import ConfigRulesError, merge_rules
 from coai_operator.conditions import now_rfc3339, set_condition
 from coai_operator.engine.versions import Hop, Version
 from coai_operator.kube import Kube, KubeError
-from coai_operator.migration import digest, jobs, planner
+from coai_operator.migration import digest, jobs, planner, realjobs
 from coai_operator.migration.snapshot import (
     Snapshot,
     encode_secret,
@@ -296,6 +296,8 @@ def step_maintenance_on(ctx: Ctx) -> StepOutcome:
 
 
 def config_rules(ctx: Ctx) -> list:
+    if realjobs.applies(ctx.migration):  # the real line has no env renames of its own: the user's only
+        return merge_rules([], ctx.spec.get("configMigration"))
     bundle = load_bundle()
     path = [Hop(Version.parse(a), Version.parse(b)) for a, b in (h.split("-to-") for h in ctx.status.get("path", []))]
     return bundle.config_rules(path, ctx.spec.get("configMigration"))
