@@ -90,9 +90,10 @@ def test_admin_password_refuses_when_root_was_changed_by_hand(tmp_path: Path, db
 
 # --- validation through the real API ---------------------------------------------------------------
 
+@pytest.mark.parametrize("serve_static", [False, True], ids=["api-at-root", "api-under-/api"])
 def test_validation_checks_pass_through_the_real_api(tmp_path: Path, db_config: DbConfig, redis_server: int,
-                                                     stand_in_upstream: StandInUpstream) -> None:
-    with real_app(tmp_path / "app", db_config, redis_server, OLD) as app:
+                                                     stand_in_upstream: StandInUpstream, serve_static: bool) -> None:
+    with real_app(tmp_path / "app", db_config, redis_server, OLD, serve_static=serve_static) as app:
         set_admin_password(app, db_config)
         key = add_channel(app, stand_in_upstream)
         backup = run_engine(engine_env(db_config), "backup", "--dir", str(tmp_path / "backup"))
