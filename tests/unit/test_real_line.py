@@ -222,3 +222,14 @@ def test_the_real_line_migrates_only_the_users_config_rules() -> None:
               instance=real_instance(), status={"path": ["3.10.5-to-3.11.1", "3.11.1-to-4.24.2"]})
     rules = config_rules(ctx)
     assert [r.set for r in rules if r.set] == [{"SITE_NAME": "x"}]
+
+
+def test_no_admin_job_while_the_app_is_scaled_down() -> None:
+    from coai_operator.instance.reconcile import _admin_state
+
+    kube = FakeKube()
+    stopped = deployment(version="3.10.5", replicas=0, updated=0, ready=0, available=0, total=0)
+    assert not _admin_state(kube, BODY, ADMIN_SPEC, stopped, "chat", "ns").done  # type: ignore[arg-type]
+    assert kube.created == []
+    _admin_state(kube, BODY, ADMIN_SPEC, deployment(version="3.10.5"), "chat", "ns")  # type: ignore[arg-type]
+    assert len(kube.created) == 1

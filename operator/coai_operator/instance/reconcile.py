@@ -180,7 +180,9 @@ def reconcile(body: Mapping[str, Any], kube: Kube) -> Outcome:
 def _admin_state(kube: Kube, body: Mapping[str, Any], spec: Spec, deployment: Obj | None, name: str,
                  namespace: str) -> adminpw.AdminState:
     try:
-        return adminpw.ensure(kube, body, spec, r.endpoint(spec, name, namespace), st.rollout(deployment).complete)
+        rollout = st.rollout(deployment)
+        serving = rollout.complete and rollout.replicas > 0  # not while scaled down (maintenance)
+        return adminpw.ensure(kube, body, spec, r.endpoint(spec, name, namespace), serving)
     except KubeError as exc:
         return adminpw.AdminState(applies=True, configured=True, message=f"cannot start the Job: {exc.message}")
 
