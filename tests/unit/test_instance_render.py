@@ -417,6 +417,12 @@ def test_probe_path_follows_serve_static(config: Obj, health_path: str, prefix: 
     assert {c[p]["httpGet"]["path"] for p in ("startupProbe", "readinessProbe", "livenessProbe")} == {health_path}
 
 
+@pytest.mark.parametrize("tag", ["latest", "stable"])
+def test_floating_tags_are_refused(tag: str) -> None:
+    problem = validate(with_defaults({**MINIMAL, "version": tag}))
+    assert problem is not None and problem.reason == "FloatingTag" and "pin a version" in problem.message
+
+
 def test_the_guide_line_keeps_its_documented_health_path() -> None:
     assert with_defaults({**MINIMAL, "version": "2.0.0"})["healthPath"] == "/health"
 

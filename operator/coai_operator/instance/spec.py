@@ -14,7 +14,7 @@ from typing import Any
 from kubernetes.utils.quantity import parse_quantity
 
 from coai_operator import constants
-from coai_operator.bundles.realline import is_real
+from coai_operator.bundles.realline import FLOATING_TAGS, is_real
 
 Spec = dict[str, Any]
 
@@ -235,6 +235,9 @@ def validate(spec: Spec) -> Problem | None:
     if not isinstance(version, str) or not VERSION_RE.match(version):
         return Problem("InvalidVersion",
                        f"spec.version {version!r} must be a version such as 3.11.2 (it is the image tag)")
+    if version.lower() in FLOATING_TAGS:
+        return Problem("FloatingTag", f"spec.version {version!r} is a floating tag: it moves under a running "
+                                      "instance and a rollback could not return to it; pin a version such as 4.25.0")
     if not spec["database"].get("host"):
         return Problem("DatabaseHostMissing", "spec.database.host is required: the MySQL/MariaDB server CoAI uses")
     if spec["redis"].get("host") and redis_managed(spec):
