@@ -12,7 +12,7 @@ import yaml
 
 from coai_operator.engine.coaiapi import DEFAULT_ROOT_PASSWORD, ROOT_USER, CoaiClient
 from coai_operator.engine.dbconfig import DbConfig
-from tests.mariadb import engine_env, query
+from tests.mariadb import engine_env, query, table_checksums
 from tests.realapp import MODEL, STAND_IN_ANSWER, STAND_IN_KEY, RealApp, StandInUpstream, real_app
 
 from .engine_support import run_engine
@@ -228,3 +228,43 @@ def test_in_place_swap_from_3_10_5_to_4_25_0_keeps_users_keys_channels(
         app.stop()
     after = yaml.safe_load(app.config_yaml.read_text())["channel"]
     assert [c["endpoint"] for c in after] == [stand_in_upstream.url]
+
+
+def test_rollback_after_an_upgrade_restores_database_and_config_yaml(
+        tmp_path: Path, db_config: DbConfig, redis_server: int, stand_in_upstream: StandInUpstream) -> None:
+    """What a CoaiMigration rollback does on the host: restore the pre-upgrade backup (database and
+    config.yaml) and start the old version again."""
+    app = RealApp(tmp_path / "app", db_config, redis_server)
+    app.start(OLD)
+    try:
+        set_admin_password(app, db_config)
+        key = add_channel(app, stand_in_upstream)
+    finally:
+        app.stop()
+    config_dir = tmp_path / "app" / "config"
+    env = engine_env(db_config)
+    backup = run_engine(env, "backup", "--dir", str(tmp_path / "backup"), "--config", str(config_dir))
+    assert backup.returncode == 0, backup.stderr
+    checksums, config_before = table_checksums(db_config), app.config_yaml.read_bytes()
+
+    app.start(NEW)  # the upgrade: 4.25.0 alters the schema (conversation.task_id)
+    try:
+        api = client(app)
+        api.create_channel(api.login(ROOT_USER, ADMIN_PASSWORD), name="added-on-4", endpoint=stand_in_upstream.url,
+                           models=[MODEL], secret=STAND_IN_KEY)
+    finally:
+        app.stop()
+    assert "task_id" in columns(db_config, "conversation")
+    assert app.config_yaml.read_bytes() != config_before
+
+    restore = run_engine(env, "restore", "--dir", str(tmp_path / "backup"), "--config", str(config_dir))
+    assert restore.returncode == 0, restore.stderr
+    assert table_checksums(db_config) == checksums, "CHECKSUM TABLE equals the backup's"
+    assert app.config_yaml.read_bytes() == config_before, "config.yaml byte-identical"
+    app.start(OLD)
+    try:
+        assert client(app).try_login(ROOT_USER, ADMIN_PASSWORD)
+        assert client(app).chat(key, MODEL) == STAND_IN_ANSWER
+        assert table_checksums(db_config) == checksums, "starting 3.10.5 again changes no row"
+    finally:
+        app.stop()
