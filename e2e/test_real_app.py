@@ -250,3 +250,28 @@ def test_a_database_from_before_3_6_is_repaired_on_the_way(cluster: Cluster, ope
     assert query(app_db, "SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s "
                          "AND TABLE_NAME = 'auth' AND COLUMN_NAME = 'email'", (app_db.database,)) == [(1,)]
 
+
+
+# The steps of a real-line migration, on whatever node the harness has ------------------------------------
+
+def test_real_line_migration_runs_its_own_steps(cluster: Cluster, operator: OperatorProcess, namespace: str,
+                                                db_config: DbConfig) -> None:
+    """Preflight and Migrate run `engine migrate-real`, the backup takes /config, the config step
+    needs no bundle hop, the database gets upstream's fixes. On the real node the app really runs
+    (it then needs the pod host address); on a node without it, this checks the operator's side."""
+    real = _real_node(cluster)
+    host = _pod_host_address(cluster) if real else db_config.host
+    if real and not host:
+        pytest.skip("the real node needs an address pods reach host processes at")
+    for statement in PRE_36:
+        query(db_config, statement)
+    instance = deploy_real(cluster, namespace, db_config, host, admin=False)
+    mig = upgrade(instance, "real-steps", validation={"checks": ["database", "dataIntegrity"]})
+    status = mig["status"]
+    assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
+    assert status["path"] == ["3.10.5-to-3.11.1", "3.11.1-to-4.24.2", "4.24.2-to-4.25.0"]
+    steps = {s["name"]: s for s in status["steps"]}
+    assert steps["Preflight"]["message"].startswith("database at 3.10.5")
+    assert steps["ConfigMigration"]["phase"] == "Succeeded"
+    assert query(db_config, "SELECT user_id, level FROM subscription ORDER BY user_id") == [(1, 3), (2, 3)]
+    assert instance.deployed.get("coai")["status"]["version"] == NEW
