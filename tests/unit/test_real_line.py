@@ -233,3 +233,45 @@ def test_no_admin_job_while_the_app_is_scaled_down() -> None:
     assert kube.created == []
     _admin_state(kube, BODY, ADMIN_SPEC, deployment(version="3.10.5"), "chat", "ns")  # type: ignore[arg-type]
     assert len(kube.created) == 1
+
+
+class SpecKube:
+    """get/patch/list of the objects a rollback's config step touches (merge patches, in memory)."""
+
+    def __init__(self, *objects: Obj) -> None:
+        self.objects = {(o["kind"], o["metadata"]["name"]): o for o in objects}
+
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> Obj | None:
+        return self.objects.get((kind, name))
+
+    def list(self, api_version: str, kind: str, namespace: str, label_selector: str = "") -> list[Obj]:
+        return [o for (k, _), o in self.objects.items() if k == kind]
+
+    def patch(self, api_version: str, kind: str, namespace: str, name: str, patch: Obj, **_: Any) -> Obj:
+        obj = self.objects[(kind, name)]
+        for key, value in patch.get("spec", {}).items():
+            if value is None:
+                obj["spec"].pop(key, None)
+            else:
+                obj["spec"][key] = value
+        return obj
+
+
+def test_a_rollback_pins_the_recorded_digest_and_the_next_rollout_removes_it() -> None:
+    from coai_operator.migration.machine import Ctx, step_rollback_config, step_rollout
+
+    inst = real_instance("4.25.0")
+    inst["spec"]["version"] = "4.25.0"
+    snap = take_snapshot(real_instance(), "3.10.5", None, DIGEST)
+    configmap, _ = snapshot_objects(migration("4.25.0"), snap)
+    configmap = {**configmap, "kind": "ConfigMap"}
+    kube = SpecKube({**inst, "kind": "CoaiInstance"}, configmap)
+    ctx = Ctx(kube=kube, migration=migration("4.25.0"), instance=inst, status={})  # type: ignore[arg-type]
+    assert step_rollback_config(ctx).state == "done"
+    spec = kube.objects[("CoaiInstance", "chat")]["spec"]
+    assert (spec["version"], spec["imageDigest"]) == ("3.10.5", DIGEST)
+
+    ctx = Ctx(kube=kube, migration=migration("4.25.0"), instance=kube.objects[("CoaiInstance", "chat")],
+              status={"steps": []})  # type: ignore[arg-type]
+    step_rollout(ctx)
+    assert "imageDigest" not in spec and spec["version"] == "4.25.0"
