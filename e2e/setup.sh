@@ -22,6 +22,8 @@ command -v gcc >/dev/null 2>&1 || need_apt+=(gcc)
 # Images without a registry (e2e/localcluster/images.py): Debian root filesystems, the Dockerfile.
 command -v mmdebstrap >/dev/null 2>&1 || need_apt+=(mmdebstrap)
 command -v buildah >/dev/null 2>&1 || need_apt+=(buildah)
+# The real CoAI server's integration tests run Debian's redis-server.
+command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || need_apt+=(redis-server)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -29,6 +31,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
   # The package's own service is not used: tests and the demo start private servers.
   (service mariadb stop || true) >/dev/null 2>&1
+  (service redis-server stop || true) >/dev/null 2>&1
 fi
 
 PYTHON=${PYTHON:-python3}
@@ -43,4 +46,6 @@ fi
 .venv/bin/python e2e/localcluster/build_binaries.py >/dev/null
 # Flux's source-controller and kustomize-controller for e2e/test_gitops.py (cached by version).
 nice -n 10 .venv/bin/python e2e/localcluster/build_flux.py >/dev/null
+# The real app (chat) of every version on its line, and the tiktoken files for offline chat.
+nice -n 10 .venv/bin/python e2e/localcluster/build_coai.py --tiktoken >/dev/null
 echo "setup ok: $(.venv/bin/python e2e/localcluster/build_binaries.py --print-dir)"

@@ -95,7 +95,8 @@ def test_parse_include() -> None:
     assert parse_include(None) is None
     assert parse_include("storage, database") == ["database", "storage"]
     assert parse_include("database") == ["database"]
+    assert parse_include("config,database") == ["database", "config"]  # /config/config.yaml
     with pytest.raises(EngineError, match="--include"):
-        parse_include("database,config")
+        parse_include("database,logs")
     with pytest.raises(EngineError):
         parse_include(" , ")

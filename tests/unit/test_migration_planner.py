@@ -106,7 +106,8 @@ def test_backup_job_mounts_backup_and_storage_and_keeps_the_password_secret() ->
     assert container["args"][:4] == ["engine", "backup", "--dir", "/backup/to-2-m-1234"]
     claims = {v["name"]: v["persistentVolumeClaim"]["claimName"]
               for v in pod["volumes"] if "persistentVolumeClaim" in v}
-    assert claims == {"backup": "chat-backup", "storage": "chat-storage"}
+    assert claims == {"backup": "chat-backup", "storage": "chat-storage", "config": "chat-config"}
+    assert container["args"][container["args"].index("--config") + 1] == "/config"  # config.yaml is backed up
     password = next(e for e in container["env"] if e["name"] == "MYSQL_PASSWORD")
     assert password == {"name": "MYSQL_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "coai-db", "key": "password"}}}
     assert all("value" not in e or "password" not in e["value"].lower() for e in container["env"])

@@ -26,12 +26,13 @@ from typing import Any
 import pymysql
 
 from coai_operator.domain.errors import BackupError, EngineError
-from coai_operator.engine import compress, testhooks
+from coai_operator.engine import compress, configfile, testhooks
 from coai_operator.engine.archive import TreeStats, scan_tar, write_tree_tar
 from coai_operator.engine.dbconfig import DbConfig, option_file
 from coai_operator.engine.dbtools import child_env, find_tool, finish_tool, open_connection
-from coai_operator.engine.fsutil import CHUNK, atomic_output, fsync_dir
+from coai_operator.engine.fsutil import CHUNK, atomic_output, fsync_dir, sha256_file
 from coai_operator.engine.manifest import (
+    CONFIG,
     DATABASE,
     MANIFEST_NAME,
     STORAGE,
@@ -59,16 +60,18 @@ DUMP_OPTIONS = (
     "--max-allowed-packet=1G",
 )
 DONE_MARKER = b"-- Dump completed"
-KNOWN_ARTIFACTS = tuple(
-    f"{base}{suffix}" for base in ("database.sql", "storage.tar") for suffix in compress.SUFFIX.values()
+KNOWN_ARTIFACTS = (
+    *(f"{base}{suffix}" for base in ("database.sql", "storage.tar") for suffix in compress.SUFFIX.values()),
+    configfile.FILE_NAME,
 )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dir", required=True, type=Path, help="backup directory (created), e.g. /backup/<migration>")
     parser.add_argument("--storage", type=Path, help="the app's storage root (/storage) to archive")
-    parser.add_argument("--include", help="comma list of database,storage (default: database, plus storage "
-                                          "when --storage is given)")
+    parser.add_argument("--config", type=Path, help="the app's /config directory (config.yaml is copied)")
+    parser.add_argument("--include", help="comma list of database,storage,config (default: database, plus "
+                                          "storage / config when --storage / --config is given)")
     parser.add_argument("--label", default="", help="free text recorded in the manifest")
     parser.add_argument("--compression", default="gzip", choices=["gzip", "zstd", "auto"],
                         help="gzip (default, in-process) or zstd (needs the zstd binary); auto picks zstd if present")
@@ -82,6 +85,7 @@ class BackupRequest:
     directory: Path
     include: list[str]
     storage: Path | None = None
+    config: Path | None = None
     label: str = ""
     compression: str = compress.GZIP
     level: int | None = None
@@ -90,9 +94,10 @@ class BackupRequest:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    include = parse_include(args.include) or ([DATABASE, STORAGE] if args.storage else [DATABASE])
+    include = parse_include(args.include) or (
+        [DATABASE] + ([STORAGE] if args.storage else []) + ([CONFIG] if args.config else []))
     request = BackupRequest(
-        directory=args.dir, include=include, storage=args.storage, label=args.label,
+        directory=args.dir, include=include, storage=args.storage, config=args.config, label=args.label,
         compression=compress.resolve(args.compression), level=args.level,
         events=not args.skip_events, overwrite=args.overwrite,
     )
@@ -140,7 +145,7 @@ def _remove_leftovers(directory: Path) -> None:
     (only called when DIR holds no manifest, i.e. nothing in it is a complete backup)."""
     for path in directory.iterdir():
         stale_tmp = path.name.startswith(".") and path.name.endswith(".tmp") and path.name[1:].startswith(
-            ("database.sql", "storage.tar", MANIFEST_NAME))
+            ("database.sql", "storage.tar", configfile.FILE_NAME, MANIFEST_NAME))
         if stale_tmp or path.name in KNOWN_ARTIFACTS:
             path.unlink(missing_ok=True)
 
@@ -205,7 +210,9 @@ def _verify_artifacts(directory: Path, manifest: Manifest, storage_root: Path | 
         if not path.is_file() or path.stat().st_size != art.bytes:
             raise BackupError(f"verification failed: {art.name} is missing or not {art.bytes} bytes")
         try:
-            if art.kind == DATABASE:
+            if art.kind == CONFIG:
+                digest = sha256_file(path)
+            elif art.kind == DATABASE:
                 digest, decoded = compress.hash_and_decode(path, art.compression)
                 if raw_bytes is not None and decoded != raw_bytes:
                     raise BackupError(f"verification failed: {art.name} decodes to {decoded} bytes, dumped {raw_bytes}")
@@ -281,6 +288,10 @@ def create_backup(req: BackupRequest, cfg: DbConfig | None) -> dict[str, Any]:
         manifest.storage = {"path": str(req.storage), **stats.to_dict()}
         manifest.artifacts.append(artifact)
         testhooks.crash_point(2)
+    if CONFIG in req.include:
+        config_artifact = configfile.backup_config(req.config, req.directory)
+        if config_artifact is not None:
+            manifest.artifacts.append(config_artifact)
 
     _verify_artifacts(req.directory, manifest, req.storage, raw_bytes)
     manifest.completed_at = _now()

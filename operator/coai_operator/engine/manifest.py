@@ -35,7 +35,8 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 DATABASE = "database"
 STORAGE = "storage"
-KINDS = (DATABASE, STORAGE)
+CONFIG = "config"  # the app's /config/config.yaml (engine/configfile.py)
+KINDS = (DATABASE, STORAGE, CONFIG)
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 
 

@@ -28,12 +28,13 @@ from typing import Any
 import pymysql
 
 from coai_operator.domain.errors import RestoreError
-from coai_operator.engine import compress, testhooks
+from coai_operator.engine import compress, configfile, testhooks
 from coai_operator.engine.archive import clear_tree, extract_tar, scan_tar, tree_stats
 from coai_operator.engine.dbconfig import DbConfig, connect, option_file
 from coai_operator.engine.dbtools import child_env, describe_db_error, find_tool, finish_tool, open_connection
 from coai_operator.engine.fsutil import CHUNK, sha256_file
 from coai_operator.engine.manifest import (
+    CONFIG,
     DATABASE,
     STORAGE,
     Artifact,
@@ -53,7 +54,8 @@ NOTHING_CHANGED = "refusing to restore; nothing was changed"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dir", required=True, type=Path, help="backup directory holding manifest.json")
     parser.add_argument("--storage", type=Path, help="the app's storage root (/storage) to restore into")
-    parser.add_argument("--include", help="comma list of database,storage (default: what the backup holds)")
+    parser.add_argument("--config", type=Path, help="the app's /config directory (config.yaml is put back)")
+    parser.add_argument("--include", help="comma list of database,storage,config (default: what the backup holds)")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -63,7 +65,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise RestoreError(f"{exc}; {NOTHING_CHANGED}") from exc
     include = parse_include(args.include) or list(manifest.include)
     cfg = DbConfig.from_env() if DATABASE in include else None
-    return restore_backup(args.dir, manifest, include, cfg, args.storage)
+    return restore_backup(args.dir, manifest, include, cfg, args.storage, args.config)
 
 
 def _artifact(manifest: Manifest, kind: str) -> Artifact:
@@ -76,6 +78,8 @@ def _artifact(manifest: Manifest, kind: str) -> Artifact:
 def verify_backup(directory: Path, manifest: Manifest, include: list[str], storage: Path | None) -> None:
     """Every included artifact: present, same size, same sha256 as verified at backup, tar members safe."""
     for kind in include:
+        if kind == CONFIG and manifest.artifact(CONFIG) is None:
+            continue  # the backed-up /config held no config.yaml (engine/configfile.py)
         art = _artifact(manifest, kind)
         path = directory / art.name
         if not path.is_file():
@@ -83,7 +87,7 @@ def verify_backup(directory: Path, manifest: Manifest, include: list[str], stora
         if path.stat().st_size != art.bytes:
             raise RestoreError(f"backup artifact {art.name} has the wrong size (corrupt); {NOTHING_CHANGED}")
         try:
-            if kind == DATABASE:
+            if kind in (DATABASE, CONFIG):
                 # The backup decoded this dump to its end before writing the manifest; the same sha256
                 # means the same bytes, so a second full decode here would only cost time.
                 digest = sha256_file(path)
@@ -203,7 +207,10 @@ def restore_storage(directory: Path, manifest: Manifest, root: Path) -> dict[str
 
 
 def restore_backup(directory: Path, manifest: Manifest, include: list[str], cfg: DbConfig | None,
-                   storage: Path | None) -> dict[str, Any]:
+                   storage: Path | None, config: Path | None = None) -> dict[str, Any]:
+    if CONFIG in include and manifest.artifact(CONFIG) is not None and config is None:
+        raise RestoreError(f"the backup includes config: pass --config PATH (or --include without config); "
+                           f"{NOTHING_CHANGED}")
     if STORAGE in include:
         if storage is None:
             raise RestoreError("the backup includes storage: pass --storage PATH (or --include database)")
@@ -226,4 +233,6 @@ def restore_backup(directory: Path, manifest: Manifest, include: list[str], cfg:
     if STORAGE in include:
         assert storage is not None
         result["storage"] = restore_storage(directory, manifest, storage)
+    if CONFIG in include:
+        result["config"] = configfile.restore_config(directory, manifest, config)
     return result
