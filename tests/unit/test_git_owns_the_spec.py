@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "operator" / "coai_operator"
 WRITES = {"patch", "replace", "create", "apply", "request", "delete"}
 # The CoaiMigration's in-operator steps still write the instance spec until they are rewired onto
 # instance/upgrade_state.py (issue 15); this list may only shrink.
-KNOWN_SPEC_WRITERS = {"migration/machine.py:patch_instance_spec"}
+KNOWN_SPEC_WRITERS = {"migration/instance_writes.py:patch_instance_spec"}
 
 
 def _names_instance(node: ast.AST) -> bool:
@@ -65,7 +65,7 @@ def test_no_new_code_path_writes_the_instance_spec() -> None:
     assert package_spec_writers() <= KNOWN_SPEC_WRITERS
 
 
-@pytest.mark.xfail(strict=True, reason="migration/machine.py still patches CoaiInstance.spec (issue 15); "
+@pytest.mark.xfail(strict=True, reason="migration/instance_writes.py still patches CoaiInstance.spec (issue 15); "
                                        "when it no longer does, delete this marker and KNOWN_SPEC_WRITERS")
 def test_nothing_writes_the_instance_spec() -> None:
     assert package_spec_writers() == set()
