@@ -53,10 +53,19 @@ def test_our_write_wins_until_its_echo_arrives(cache: Any) -> None:
     assert c.get("Deployment", "apps", "chat")["spec"]["replicas"] == 5
 
 
-def test_a_lost_echo_does_not_pin_an_old_write(cache: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_later_version_than_our_write_wins_even_if_the_echo_was_never_read(cache: Any) -> None:
+    """The Deployment controller's status update (rv 12) follows our create (rv 11) before any
+    reconcile read the echo: the index is newer, its status must not stay hidden behind our write."""
     c, deployments = cache
     c.wrote(obj("11", replicas=2))
-    watched(deployments, obj("13", replicas=7))  # relisted after a watch restart: rv 11 never seen
+    watched(deployments, {**obj("12", replicas=2), "status": {"readyReplicas": 1}})
+    assert c.get("Deployment", "apps", "chat")["status"] == {"readyReplicas": 1}
+
+
+def test_a_lost_echo_does_not_pin_an_old_write(cache: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    c, deployments = cache
+    c.wrote(obj("b", replicas=2))  # resourceVersions that are not integers compare by equality only
+    watched(deployments, obj("c", replicas=7))  # relisted after a watch restart: rv b never seen
     assert c.get("Deployment", "apps", "chat")["spec"]["replicas"] == 2
     monkeypatch.setattr(ix, "OVERLAY_SECONDS", -1.0)
     assert c.get("Deployment", "apps", "chat")["spec"]["replicas"] == 7
