@@ -8,6 +8,15 @@
 # The e2e suite builds this file as is, without a daemon or a registry (buildah, chroot isolation,
 # a local python:3.11-slim-bookworm made from Debian packages): e2e/localcluster/images.py.
 
+# The tiktoken BPE files for CoaiInstance spec.offline (an init container copies them into the app's
+# pod: without them the app's chat requests wait for ever on a download). They come from the Go
+# module github.com/pkoukk/tiktoken-go-loader, laid out under tiktoken-go's cache names by
+#   python e2e/localcluster/build_coai.py --tiktoken-only
+# and are passed as a named build context:
+#   docker buildx build --build-context tiktoken=<that directory> ...
+# Without the context this stage is empty and the image has no files for offline mode.
+FROM scratch AS tiktoken
+
 FROM python:3.11-slim-bookworm AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -22,6 +31,7 @@ RUN apt-get update \
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-index --find-links=/wheels coai-operator \
     && coai-operator version
+COPY --from=tiktoken / /opt/coai-operator/tiktoken/
 # A fixed non-root user (the chart's runAsUser); the root filesystem can be read-only: Python
 # writes no bytecode, and HOME and temporary files go to /tmp (an emptyDir in the pod).
 RUN groupadd --system --gid 65532 nonroot \

@@ -7,8 +7,10 @@
 setup:
 	@e2e/setup.sh
 
+# DEMO_LINE=real: the real CoAI app 3.10.5 (needs the real node), upgraded by hand to 4.25.0.
+DEMO_LINE ?= guide
 demo: setup
-	.venv/bin/python -m e2e.demo
+	.venv/bin/python -m e2e.demo --line $(DEMO_LINE)
 
 test: setup
 	.venv/bin/pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc

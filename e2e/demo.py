@@ -22,6 +22,8 @@ from e2e.localcluster.mariadb import LocalMariaDB
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "e2e" / "samples" / "demo"
+# --line real: the real CoAI app (3.x/4.x); needs the real node, which runs its image.
+REAL_SAMPLES = REPO / "e2e" / "samples" / "real-app"
 NAMESPACE = "coai-demo"
 
 
@@ -38,14 +40,14 @@ def prepare_database(db: LocalMariaDB, version: str) -> None:
     say(f"database chatnio seeded at CoAI {version} (200 users, 600 conversations)")
 
 
-def apply_samples(cluster: LocalCluster, db: LocalMariaDB) -> None:
+def apply_samples(cluster: LocalCluster, db: LocalMariaDB, samples: Path = SAMPLES) -> None:
     cluster.kubectl("create", "namespace", NAMESPACE)
     # The password goes from memory to a Secret through stdin, never argv.
     cluster.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=(
         "apiVersion: v1\nkind: Secret\nmetadata: {name: coai-db}\ntype: Opaque\n"
         f"stringData: {{password: {db.password!r}}}\n"))
     values = {"MYSQL_HOST": db.host, "MYSQL_PORT": str(db.port), "NAMESPACE": NAMESPACE}
-    for sample in sorted(SAMPLES.glob("*.yaml")):
+    for sample in sorted(samples.glob("[0-9]*.yaml")):
         manifest = string.Template(sample.read_text()).safe_substitute(values)
         cluster.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=manifest)
         say(f"applied {sample.relative_to(REPO)}")
@@ -56,6 +58,9 @@ def main() -> int:
     parser.add_argument("--state-dir", type=Path, default=Path(tempfile.gettempdir()) / "coai-demo")
     parser.add_argument("--from-version", default="1.8.0", help="CoAI version the demo database starts at")
     parser.add_argument("--no-samples", action="store_true", help="only the control plane, MariaDB and CRDs")
+    parser.add_argument("--line", choices=["guide", "real"], default="guide",
+                        help="guide: the migration guide's 1.8 -> 2.0 on its stand-in; real: the real app "
+                             "3.10.5, then apply e2e/samples/real-app/upgrade-to-4.25.0.yaml (docs/real-app.md)")
     args = parser.parse_args()
     shutil.rmtree(args.state_dir, ignore_errors=True)
     cluster = LocalCluster(state_dir=args.state_dir / "cluster")
@@ -71,7 +76,13 @@ def main() -> int:
         cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
                         "crd/coaiinstances.coai.dev", "crd/coaimigrations.coai.dev")
         say("CRDs installed")
-        if not args.no_samples:
+        if not args.no_samples and args.line == "real":
+            db.create_database("chatnio")  # the real app creates its own schema at start
+            apply_samples(cluster, db, REAL_SAMPLES)
+            say("then: kubectl port-forward -n coai-demo svc/chat 8080:80, open http://127.0.0.1:8080, "
+                "log in as root (password in Secret coai-admin), and apply "
+                "e2e/samples/real-app/upgrade-to-4.25.0.yaml")
+        elif not args.no_samples:
             prepare_database(db, args.from_version)
             apply_samples(cluster, db)
         say(f"in another shell: export KUBECONFIG={cluster.kubeconfig}; "

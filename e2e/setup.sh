@@ -24,6 +24,8 @@ command -v mmdebstrap >/dev/null 2>&1 || need_apt+=(mmdebstrap)
 command -v buildah >/dev/null 2>&1 || need_apt+=(buildah)
 # kube-router's firewall (NetworkPolicy enforcement on the real node) programs ipsets.
 command -v ipset >/dev/null 2>&1 || [ -x /usr/sbin/ipset ] || need_apt+=(ipset)
+# The real CoAI server's integration tests run Debian's redis-server.
+command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || need_apt+=(redis-server)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -31,6 +33,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
   # The package's own service is not used: tests and the demo start private servers.
   (service mariadb stop || true) >/dev/null 2>&1
+  (service redis-server stop || true) >/dev/null 2>&1
 fi
 
 PYTHON=${PYTHON:-python3}
@@ -51,4 +54,6 @@ nice -n 10 .venv/bin/python e2e/localcluster/build_flux.py >/dev/null
 .venv/bin/python e2e/localcluster/netpol.py
 # versitygw: the real S3 server the backup tests start on loopback (tests/s3.py)
 .venv/bin/python e2e/localcluster/build_versitygw.py >/dev/null
+# The real app (chat) of every version on its line, and the tiktoken files for offline chat.
+nice -n 10 .venv/bin/python e2e/localcluster/build_coai.py --tiktoken >/dev/null
 echo "setup ok: $(.venv/bin/python e2e/localcluster/build_binaries.py --print-dir)"

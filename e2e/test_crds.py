@@ -224,7 +224,10 @@ def test_server_side_defaults_migration(cluster, crds_installed, namespace) -> N
 INVALID = [
     pytest.param(migration(targetVersion="v4.25.0"), ["spec.targetVersion", "should match"], id="targetVersion-v"),
     pytest.param(migration(targetVersion="4.25"), ["spec.targetVersion", "should match"], id="targetVersion-2-parts"),
-    pytest.param(instance(version="latest"), ["spec.version", "should match"], id="version-latest"),
+    pytest.param(instance(version="latest"), ["spec.version", "should match", "floating tag", "pin a version"],
+                 id="version-latest"),
+    pytest.param(migration(targetVersion="stable"), ["spec.targetVersion", "floating tag", "pin a version"],
+                 id="targetVersion-stable"),
     pytest.param(migration(rollback={"policy": "Sometimes"}), ["spec.rollback.policy", "Unsupported value",
                                                                '"Sometimes"'], id="rollback-policy"),
     pytest.param(migration(backup={"include": ["database", "redis"]}), ["spec.backup.include[1]", "Unsupported"],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 GROUP = "coai.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -26,6 +28,13 @@ LABEL_PART_OF = "app.kubernetes.io/part-of"
 OPERATOR_IMAGE = "ghcr.io/coai-operator/coai-operator:0.1.0"
 
 DEFAULT_APP_IMAGE = "programzmh/chatnio"
+# Where the operator image keeps the tiktoken BPE files (Dockerfile), for the app's offline mode.
+TIKTOKEN_IMAGE_DIR = "/opt/coai-operator/tiktoken"
+
+
+def engine_image() -> str:
+    """The operator's image as its pods should run it (COAI_ENGINE_IMAGE overrides, e.g. a mirror)."""
+    return os.environ.get("COAI_ENGINE_IMAGE") or OPERATOR_IMAGE
 
 
 def labels(instance: str, component: str, version: str | None = None) -> dict[str, str]:

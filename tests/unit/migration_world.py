@@ -49,8 +49,9 @@ class World:
                                 "database": {"host": "db", "passwordSecretRef": {"name": "coai-db"}}},
                        "status": {"version": version, "schemaVersion": version, "observedGeneration": 1,
                                   "conditions": [{"type": "Ready", "status": "True"}]}})
-        self.kube.put({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-                       "metadata": {"name": "chat-storage", "namespace": NS}, "spec": {}})
+        for claim in ("chat-storage", "chat-config"):  # the instance controller's PVCs
+            self.kube.put({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                           "metadata": {"name": claim, "namespace": NS}, "spec": {}})
         self.kube.put({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "chat", "namespace": NS},
                        "spec": {"replicas": 1}, "status": {"replicas": 1, "readyReplicas": 1}})
         self.migration("to-2", "2.0.0", **spec)

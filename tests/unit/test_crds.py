@@ -349,7 +349,7 @@ def test_enums(instance_crd, migration_crd) -> None:
     assert _at(mig, "spec.rollback.mode")["enum"] == ["Emergency", "Graceful"]
     assert _at(mig, "spec.backup.include.[]")["enum"] == ["database", "storage", "config"]
     assert _at(mig, "spec.validation.checks.[]")["enum"] == [
-        "database", "health", "chat", "files", "dataIntegrity"]
+        "database", "health", "login", "quota", "fingerprint", "chat", "files", "dataIntegrity"]
     for root in (inst, mig):
         conditions = _at(root, "status.conditions")
         assert conditions["x-kubernetes-list-type"] == "map"
@@ -361,7 +361,6 @@ def test_enums(instance_crd, migration_crd) -> None:
     ("spec.image", constants.DEFAULT_APP_IMAGE),
     ("spec.replicas", 1),
     ("spec.port", 8000),
-    ("spec.healthPath", "/health"),
     ("spec.service.type", "ClusterIP"),
     ("spec.service.port", 80),
     ("spec.database.port", 3306),
@@ -372,6 +371,7 @@ def test_enums(instance_crd, migration_crd) -> None:
     ("spec.storage.retain", True),
     ("spec.resources", {"requests": {"cpu": "100m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}}),
     ("spec.maintenance.enabled", False),
+    ("spec.offline.enabled", False),
 ])
 def test_instance_defaults(instance_crd, path: str, default: Any) -> None:
     assert _at(_root(instance_crd), path)["default"] == default
@@ -409,7 +409,7 @@ def test_scalar_defaults_are_documented(crd_file: Path) -> None:
 # Groups that only exist when the user configures them; their children's defaults apply then.
 OPTIONAL_GROUPS = {
     "spec.database", "spec.database.passwordSecretRef", "spec.redis", "spec.redis.passwordSecretRef",
-    "spec.redis.managed", "spec.validation.apiKeySecretRef",
+    "spec.redis.managed", "spec.validation.apiKeySecretRef", "spec.admin", "spec.admin.passwordSecretRef",
 }
 
 
@@ -487,7 +487,10 @@ def test_migration_run_parameters_are_immutable(migration_crd) -> None:
         "message": "spec.instanceRef is immutable; create a new CoaiMigration for another instance"}]
     assert _rules(spec["properties"]["targetVersion"]) == [{
         "rule": "self == oldSelf",
-        "message": "spec.targetVersion is immutable; create a new CoaiMigration to upgrade to another version"}]
+        "message": "spec.targetVersion is immutable; create a new CoaiMigration to upgrade to another version"}, {
+        "rule": "!(self in ['latest', 'stable'])",
+        "message": "spec.targetVersion must not be a floating tag (latest, stable), a rollback could not know what "
+                   "it ran; pin a version such as 4.25.0"}]
     by_field = {r.get("fieldPath"): r for r in _rules(spec)}
     for field in ("backup", "migrations", "configMigration", "storageMigration", "dryRun"):
         rule = by_field[f".{field}"]
@@ -627,7 +630,7 @@ SEED_INSTANCE_DEFAULTS = {
     "image": "programzmh/chatnio",
     "replicas": 1,
     "port": 8000,
-    "healthPath": "/health",
+    "healthPath": None,  # derived from spec.config by the operator (instance/spec.py)
     "service": {"type": "ClusterIP", "port": 80},
     "database": {"host": "mariadb.db.svc", "port": 3306, "name": "chatnio"},
     "resources": {"requests": {"cpu": "100m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}},  # + cpu (issue 16)
@@ -635,6 +638,7 @@ SEED_INSTANCE_DEFAULTS = {
     "logs": {"size": "5Gi"},
     "configVolume": {"size": "1Gi"},
     "maintenance": {"enabled": False},
+    "offline": {"enabled": False},
 }
 
 
@@ -793,3 +797,13 @@ def test_invalid_instance_is_rejected(instance_crd, field: str, value: Any, erro
 def test_invalid_migration_is_rejected(migration_crd, field: str, value: Any, error: str) -> None:
     _, errors = _check(migration_crd, _with(MINIMAL_MIGRATION, field, value))
     assert any(e.startswith(error) for e in errors), errors
+
+
+@pytest.mark.parametrize("sample", ["10-coaiinstance.yaml", "upgrade-to-4.25.0.yaml"])
+def test_the_real_app_demo_samples_pass_the_schema(instance_crd, migration_crd, sample: str) -> None:
+    text = (REPO / "e2e" / "samples" / "real-app" / sample).read_text()
+    text = text.replace("${MYSQL_HOST}", "10.244.0.1").replace("${MYSQL_PORT}", "3306")
+    for doc in (d for d in yaml.safe_load_all(text) if d and d["kind"] != "Secret"):
+        crd = instance_crd if doc["kind"] == constants.INSTANCE_KIND else migration_crd
+        _, errors = _check(crd, {**doc, "metadata": {**doc["metadata"], "namespace": "coai-demo"}})
+        assert errors == [], errors

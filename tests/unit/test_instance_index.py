@@ -63,6 +63,16 @@ def test_an_echo_batched_away_by_kopf_does_not_pin_an_old_write(cache: Any) -> N
     assert c.get("Deployment", "apps", "chat")["spec"]["replicas"] == 7
 
 
+def test_a_later_version_than_our_write_wins_even_if_the_echo_was_never_read(cache: Any) -> None:
+    """The Deployment controller's status update (rv 12) follows our create (rv 11) before any
+    reconcile read the echo: the index is newer, its status must not stay hidden behind our write."""
+    c, deployments = cache
+    watched(deployments, obj("10"))
+    c.wrote(obj("11", replicas=2))
+    watched(deployments, {**obj("12", replicas=2), "status": {"readyReplicas": 1}})
+    assert c.get("Deployment", "apps", "chat")["status"] == {"readyReplicas": 1}
+
+
 def test_an_overlay_expires(cache: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     c, deployments = cache
     watched(deployments, obj("10"))

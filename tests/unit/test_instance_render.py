@@ -13,7 +13,7 @@ import yaml
 
 from coai_operator import constants
 from coai_operator.instance import render as r
-from coai_operator.instance.spec import Problem, secret_refs, validate, with_defaults
+from coai_operator.instance.spec import Problem, api_prefix, secret_refs, validate, with_defaults
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "e2e" / "samples"
@@ -29,6 +29,7 @@ MINIMAL: Obj = {"version": "3.11.2", "database": {"host": "db.example", "passwor
 FULL: Obj = {
     "version": "4.25.0",
     "image": "registry.example.com:5000/mirror/chatnio",
+    "imageDigest": "sha256:" + "ab" * 32,
     "imagePullPolicy": "Always",
     "imagePullSecrets": [{"name": "pull"}],
     "certs": {"secretRef": {"name": "chat-jwt-keys"}},
@@ -58,8 +59,9 @@ FULL: Obj = {
                      "tolerationSeconds": 60}],
     "affinity": {"podAntiAffinity": {}},
     "podAnnotations": {"scrape": "yes"},
-    "imageDigest": "sha256:" + "ab" * 32,
     "networkPolicy": {"enabled": False},
+    "admin": {"passwordSecretRef": {"name": "coai-admin", "key": "root"}},
+    "offline": {"enabled": True},
 }
 MANAGED_REDIS: Obj = {**MINIMAL, "redis": {"passwordSecretRef": {"name": "redis-secret", "key": "rpw"},
                                            "managed": {"enabled": True, "image": "redis:7.2-alpine",
@@ -153,10 +155,10 @@ def test_minimal_deployment_defaults(minimal: r.Rendered) -> None:
     assert constants.LABEL_VERSION not in dep["spec"]["selector"]["matchLabels"]
     assert c["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
     assert c["resources"] == {"requests": {"cpu": "100m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}}
-    for probe in ("readinessProbe", "livenessProbe"):
-        assert c[probe] == {"httpGet": {"path": "/health", "port": "http"},
+    for probe in ("readinessProbe", "livenessProbe"):  # SERVE_STATIC is on by default: the API is under /api/
+        assert c[probe] == {"httpGet": {"path": "/api/", "port": "http"},
                             "periodSeconds": 30, "timeoutSeconds": 10, "failureThreshold": 3}
-    assert c["startupProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+    assert c["startupProbe"]["httpGet"] == {"path": "/api/", "port": "http"}
     assert c["startupProbe"]["periodSeconds"] * c["startupProbe"]["failureThreshold"] >= 300
     assert pod["securityContext"] == r.DEFAULT_POD_SECURITY_CONTEXT  # tests/unit/test_instance_security.py
     assert c["securityContext"] == r.DEFAULT_CONTAINER_SECURITY_CONTEXT
@@ -179,7 +181,8 @@ def test_minimal_deployment_defaults(minimal: r.Rendered) -> None:
 
 def test_minimal_configmap_service_and_pvcs(minimal: r.Rendered) -> None:
     assert minimal.configmap["data"] == {
-        "SERVER_PORT": "8000", "MYSQL_HOST": "db.example", "MYSQL_PORT": "3306", "MYSQL_DB": "chatnio"}
+        "SERVER_PORT": "8000", "MYSQL_HOST": "db.example", "MYSQL_PORT": "3306", "MYSQL_DB": "chatnio",
+        "MYSQL_DATABASE": "chatnio"}  # 3.10.5 reads MYSQL_DB, later versions MYSQL_DATABASE first
     svc = minimal.service
     assert svc["spec"]["type"] == "ClusterIP"
     assert svc["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": 8000, "protocol": "TCP"}]
@@ -242,8 +245,8 @@ def test_full_deployment_traces_every_pod_field(full: r.Rendered) -> None:
 def test_full_configmap_service_and_pvcs(full: r.Rendered) -> None:
     assert full.configmap["data"] == {
         "SERVE_STATIC": "true", "DEBUG": "false", "SERVER_PORT": "8094",
-        "MYSQL_HOST": "mysql.db", "MYSQL_PORT": "3307", "MYSQL_DB": "coai", "MYSQL_USER": "app",
-        "REDIS_HOST": "redis.cache", "REDIS_PORT": "6380",
+        "MYSQL_HOST": "mysql.db", "MYSQL_PORT": "3307", "MYSQL_DB": "coai", "MYSQL_DATABASE": "coai",
+        "MYSQL_USER": "app", "REDIS_HOST": "redis.cache", "REDIS_PORT": "6380", "TIKTOKEN_CACHE_DIR": "/tiktoken",
     }
     svc = full.service
     assert svc["spec"]["type"] == "LoadBalancer"
@@ -414,3 +417,69 @@ def test_certs_secret_is_mounted_read_only_at_certs() -> None:
     mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "certs")
     assert mount == {"name": "certs", "mountPath": "/certs", "readOnly": True}
     assert {"name": "certs", "secret": {"secretName": "chat-jwt-keys", "defaultMode": 0o440}} in pod["volumes"]
+
+
+# --- the real app's needs (coai-facts.md) ----------------------------------------------------
+
+@pytest.mark.parametrize(("config", "health_path", "prefix"), [
+    ({}, "/api/", "/api"),  # the image's default config serves the frontend: the API is under /api/
+    ({"SERVE_STATIC": "true"}, "/api/", "/api"),
+    ({"SERVE_STATIC": "false"}, "/", ""),
+    ({"SERVE_STATIC": False}, "/", ""),
+    ({"SERVE_STATIC": "0"}, "/", ""),
+])
+def test_probe_path_follows_serve_static(config: Obj, health_path: str, prefix: str) -> None:
+    spec = with_defaults({**MINIMAL, "config": config})
+    assert spec["healthPath"] == health_path
+    assert api_prefix(spec) == prefix
+    c = container(r.render({**MINIMAL, "config": config}, "chat", "ns").deployment)
+    assert {c[p]["httpGet"]["path"] for p in ("startupProbe", "readinessProbe", "livenessProbe")} == {health_path}
+
+
+@pytest.mark.parametrize("tag", ["latest", "stable"])
+def test_floating_tags_are_refused(tag: str) -> None:
+    problem = validate(with_defaults({**MINIMAL, "version": tag}))
+    assert problem is not None and problem.reason == "FloatingTag" and "pin a version" in problem.message
+
+
+def test_the_guide_line_keeps_its_documented_health_path() -> None:
+    assert with_defaults({**MINIMAL, "version": "2.0.0"})["healthPath"] == "/health"
+
+
+def test_an_explicit_health_path_wins() -> None:
+    assert with_defaults({**MINIMAL, "config": {"SERVE_STATIC": "false"}, "healthPath": "/healthz"})[
+        "healthPath"] == "/healthz"
+
+
+@pytest.mark.parametrize("redis", [{"host": "redis.shared"}, {"managed": {"enabled": True}}])
+def test_debug_is_refused_when_redis_would_be_wiped(redis: Obj) -> None:
+    problem = validate(with_defaults({**MINIMAL, "redis": redis, "config": {"DEBUG": "true"}}))
+    assert problem is not None and problem.reason == "DebugWipesRedis"
+    assert "FLUSHALL" in problem.message
+
+
+def test_debug_without_redis_and_debug_false_are_fine() -> None:
+    assert validate(with_defaults({**MINIMAL, "config": {"DEBUG": "true"}})) is None
+    assert validate(with_defaults({**MINIMAL, "redis": {"host": "r"}, "config": {"DEBUG": "false"}})) is None
+
+
+def test_offline_mode_serves_the_tiktoken_files_from_the_operator_image() -> None:
+    dep = r.render({**MINIMAL, "offline": {"enabled": True}}, "chat", "ns").deployment
+    pod = dep["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    assert init["image"] == constants.engine_image()
+    assert init["command"] == ["cp", "-R", f"{constants.TIKTOKEN_IMAGE_DIR}/.", "/tiktoken"]
+    assert {"name": "tiktoken", "emptyDir": {"sizeLimit": "64Mi"}} in pod["volumes"]
+    assert {"name": "tiktoken", "mountPath": "/tiktoken", "readOnly": True} in container(dep)["volumeMounts"]
+    assert r.render({**MINIMAL, "offline": {"enabled": True}}, "chat", "ns").configmap["data"][
+        "TIKTOKEN_CACHE_DIR"] == "/tiktoken"
+    plain = r.render(MINIMAL, "chat", "ns")
+    assert "initContainers" not in plain.deployment["spec"]["template"]["spec"]
+    assert "TIKTOKEN_CACHE_DIR" not in plain.configmap["data"]
+
+
+def test_the_admin_password_secret_is_checked_but_never_given_to_the_app() -> None:
+    spec = with_defaults({**MINIMAL, "admin": {"passwordSecretRef": {"name": "coai-admin"}}})
+    assert ("coai-admin", "password", "spec.admin.passwordSecretRef") in secret_refs(spec)
+    c = container(r.render(spec, "chat", "ns").deployment)
+    assert "coai-admin" not in json.dumps(c)

@@ -62,12 +62,24 @@ def test_a_patch_release_is_an_image_change() -> None:
 
 
 def test_a_line_without_bundle_migrations_changes_the_image_but_never_backwards() -> None:
-    d = up.decide(instance("3.12.0", deployed="3.11.2"), TABLE, [])
-    assert (d.version, d.record, d.pending) == ("3.12.0", True, None)
-    d = up.decide(instance("3.10.5", deployed="4.25.0"), TABLE, [])
-    assert (d.version, d.pending, d.refused) == ("4.25.0", "Downgrade", True)
+    d = up.decide(instance("2.2.0", deployed="2.1.0"), TABLE, [])
+    assert (d.version, d.record, d.pending) == ("2.2.0", True, None)
+    d = up.decide(instance("2.1.0", deployed="2.2.0"), TABLE, [])
+    assert (d.version, d.pending, d.refused) == ("2.2.0", "Downgrade", True)
     d = up.decide(instance("3.11.2", deployed="2.0.0"), TABLE, [])  # off the bundle's table
     assert (d.version, d.pending, d.refused) == ("2.0.0", "UnknownVersion", True)
+
+
+def test_the_real_line_upgrades_through_a_migration_never_backwards() -> None:
+    """Upstream's missing fixes and the config.yaml backup run in a CoaiMigration (docs/real-app.md)."""
+    d = up.decide(instance("4.25.0", deployed="3.10.5"), TABLE, [], pending_for=60)
+    assert (d.version, d.pending, d.refused) == ("3.10.5", "Upgrading", False)
+    assert d.path == ("3.10.5-to-3.11.1", "3.11.1-to-4.24.2", "4.24.2-to-4.25.0")
+    assert d.create is not None and d.create["spec"]["targetVersion"] == "4.25.0"
+    d = up.decide(instance("3.10.5", deployed="4.25.0"), TABLE, [])
+    assert (d.version, d.pending, d.refused) == ("4.25.0", "Downgrade", True)
+    d = up.decide(instance("3.12.0", deployed="3.11.1"), TABLE, [])  # not a known version of the line
+    assert (d.version, d.pending, d.refused) == ("3.11.1", "UnknownVersion", True)
 
 
 def test_an_instance_from_before_status_upgrade_uses_status_version() -> None:

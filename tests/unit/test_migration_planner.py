@@ -106,12 +106,28 @@ def test_backup_job_mounts_backup_and_storage_and_keeps_the_password_secret() ->
     assert container["args"][:4] == ["engine", "backup", "--dir", "/backup/to-2-m-1234"]
     claims = {v["name"]: v["persistentVolumeClaim"]["claimName"]
               for v in pod["volumes"] if "persistentVolumeClaim" in v}
-    assert claims == {"backup": "chat-backup", "storage": "chat-storage"}
+    assert claims == {"backup": "chat-backup", "storage": "chat-storage", "config": "chat-config"}
+    assert container["args"][container["args"].index("--config") + 1] == "/config"  # config.yaml is backed up
     password = next(e for e in container["env"] if e["name"] == "MYSQL_PASSWORD")
     assert password == {"name": "MYSQL_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "coai-db", "key": "password"}}}
     assert all("value" not in e or "password" not in e["value"].lower() for e in container["env"])
     assert job["metadata"]["ownerReferences"][0]["uid"] == "m-1234"
     assert job["spec"]["backoffLimit"] == 1 and job["spec"]["ttlSecondsAfterFinished"] > 0
+
+
+def test_config_yaml_is_read_by_backups_and_written_only_by_the_restore() -> None:
+    for step, read_only in ((planner.BACKUP, True), (planner.RB_EXPORT, True), (planner.RB_RESTORE, False)):
+        pod = jobs.build_job(migration(), instance(), step)["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        assert {"name": "config", "mountPath": "/config", "readOnly": read_only} in container["volumeMounts"], step
+        assert container["args"][container["args"].index("--config") + 1] == "/config", step
+        assert "config" in container["args"][container["args"].index("--include") + 1].split(","), step
+    for step in (planner.PREFLIGHT, planner.MIGRATE, planner.STORAGE, planner.VALIDATE):
+        pod = jobs.build_job(migration(), instance(), step)["spec"]["template"]["spec"]
+        assert all(v["name"] != "config" for v in pod["volumes"]), step
+    without = jobs.build_job(migration(backup={"include": ["database"]}), instance(), planner.BACKUP)
+    args = without["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--config" not in args and args[args.index("--include") + 1] == "database"
 
 
 def test_jobs_are_restricted_by_default_and_take_the_job_template() -> None:

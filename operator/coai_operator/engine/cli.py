@@ -32,6 +32,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "catalog": ("coai_operator.engine.catalog", "list the backups at a location, or --delete one"),
     "import": ("coai_operator.engine.importer", "import a plain mysqldump file and a volume tar"),
     "migrate": ("coai_operator.engine.migrate", "apply each pending schema/data hop"),
+    "migrate-real": ("coai_operator.engine.realmigrate", "real 3.x/4.x line: apply upstream's missing SQL fixes"),
+    "admin-password": ("coai_operator.engine.adminpw", "set the real app's root password from the environment"),
     "migrate-storage": ("coai_operator.engine.storage", "re-lay files out as 2.0 hash names (or --undo)"),
     "validate": ("coai_operator.engine.validate", "check database, health, chat, files, data integrity"),
     "seed-data": ("coai_operator.engine.seed", "generate a realistic dataset for a version"),

@@ -8,6 +8,11 @@ Checks (each reports {name, status: passed|failed|skipped, message, durationMs})
                  returns choices[0].message.content. Skipped when the key is not set.
 - files:         POST {base-url}/v1/files (multipart: file, purpose=chat) returns an id. The real
                  CoAI has no /v1/files; switch it off there (--skip files).
+- login:         (real app) POST {base-url}{api-prefix}/login as root with $COAI_ADMIN_PASSWORD
+                 answers status true.
+- quota:         (real app) an authenticated read, GET {api-prefix}/quota with that login's token.
+- fingerprint:   (real app) GET {api-prefix}/userinfo is 404 on 3.x and answers on 4.x: catches an
+                 image that is not the --expect-version its tag says.
 - dataIntegrity: row counts against a backup manifest. Rule: no table may LOSE rows — every
                  table in the manifest's rowCounts that still exists must have at least as many
                  rows now (exactly as many with --exact, e.g. straight after a restore); a table
@@ -39,6 +44,7 @@ from typing import Any
 import pymysql
 
 from coai_operator.domain.errors import ValidationError
+from coai_operator.engine import realchecks
 from coai_operator.engine.dbconfig import ConfigError, DbConfig, connect
 from coai_operator.engine.dbtools import describe_db_error
 from coai_operator.engine.manifest import ManifestError, read_manifest
@@ -46,7 +52,10 @@ from coai_operator.engine.rowcounts import count_rows, list_tables, schema_versi
 
 log = logging.getLogger(__name__)
 
-CHECKS = ("database", "health", "chat", "files", "dataIntegrity")
+CHECKS = ("database", "health", "login", "quota", "fingerprint", "chat", "files", "dataIntegrity")
+# The real app's checks run only when named (--checks): the guide's line has no root user.
+REAL_APP_CHECKS = ("login", "quota", "fingerprint")
+DEFAULT_CHECKS = tuple(c for c in CHECKS if c not in REAL_APP_CHECKS)
 PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
 
 
@@ -55,7 +64,7 @@ def _csv(value: str | None) -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checks", help=f"comma list of {','.join(CHECKS)} (default: all)")
+    parser.add_argument("--checks", help=f"comma list of {','.join(CHECKS)} (default: {','.join(DEFAULT_CHECKS)})")
     parser.add_argument("--skip", help="comma list of checks to switch off")
     parser.add_argument("--base-url", help="the app's base URL, e.g. http://coai.ns.svc:80")
     parser.add_argument("--health-path", default="/health", help="health endpoint path (default /health)")
@@ -71,6 +80,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--exact", action="store_true", help="dataIntegrity: counts must be equal, not just >=")
     parser.add_argument("--ignore-tables", help="dataIntegrity: tables allowed to lose rows")
     parser.add_argument("--allow-dropped", help="dataIntegrity: tables a migration may drop")
+    parser.add_argument("--api-prefix", default="", help="real app: /api when it serves its frontend (SERVE_STATIC)")
+    parser.add_argument("--expect-version", help="real app: the version the fingerprint check expects")
+    parser.add_argument("--admin-password-env", default="COAI_ADMIN_PASSWORD",
+                        help="env var holding root's password (login, quota, fingerprint)")
 
 
 @dataclass
@@ -106,6 +119,10 @@ class Settings:
     exact: bool = False
     ignore_tables: tuple[str, ...] = ()
     allow_dropped: tuple[str, ...] = ()
+    api_prefix: str = ""
+    expect_version: str | None = None
+    admin_password_env: str = "COAI_ADMIN_PASSWORD"  # noqa: S105  (a variable name)
+    _token: str | None = None
 
     def url(self, path: str) -> str:
         if not self.base_url:
@@ -271,6 +288,9 @@ def check_data_integrity(settings: Settings) -> str:
 RUNNERS: dict[str, Callable[[Settings], str]] = {
     "database": check_database,
     "health": check_health,
+    "login": realchecks.check_login,
+    "quota": realchecks.check_quota,
+    "fingerprint": realchecks.check_fingerprint,
     "chat": check_chat,
     "files": check_files,
     "dataIntegrity": check_data_integrity,
@@ -293,6 +313,8 @@ def run_check(name: str, settings: Settings) -> CheckResult:
 def validate(selected: list[str], skipped: list[str], settings: Settings) -> dict[str, Any]:
     results = []
     for name in CHECKS:
+        if name in REAL_APP_CHECKS and name not in selected:
+            continue
         if name not in selected:
             results.append(CheckResult(name, SKIPPED, "not selected"))
         elif name in skipped:
@@ -304,7 +326,7 @@ def validate(selected: list[str], skipped: list[str], settings: Settings) -> dic
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    selected, skipped = _csv(args.checks) or list(CHECKS), _csv(args.skip)
+    selected, skipped = _csv(args.checks) or list(DEFAULT_CHECKS), _csv(args.skip)
     unknown = [c for c in selected + skipped if c not in CHECKS]
     if unknown:
         raise ValidationError(f"unknown check(s) {', '.join(unknown)}; known: {', '.join(CHECKS)}")
@@ -313,6 +335,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         chat_model=args.chat_model, api_key_env=args.api_key_env, timeout=args.timeout,
         retry_interval=args.retry_interval, manifest=args.manifest,
         exact=args.exact, ignore_tables=tuple(_csv(args.ignore_tables)), allow_dropped=tuple(_csv(args.allow_dropped)),
+        api_prefix=args.api_prefix, expect_version=args.expect_version, admin_password_env=args.admin_password_env,
     )
     report = validate(selected, skipped, settings)
     if report[FAILED]:

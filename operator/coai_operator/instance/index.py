@@ -42,6 +42,19 @@ def _key(obj: Mapping[str, Any]) -> Key:
     return str(obj.get("kind")), str(meta.get("namespace")), str(meta.get("name"))
 
 
+def _not_older(indexed: object, written: str) -> bool:
+    """The index holds our write or a later version. Watch events come in order, so a version after
+    ours (the Deployment controller's status update) also means the echo went by: without this the
+    overlay would hide every later status for OVERLAY_SECONDS. etcd's resourceVersions are integers;
+    anything else compares by equality only."""
+    if indexed == written:
+        return True
+    try:
+        return int(str(indexed)) > int(written)
+    except ValueError:
+        return False
+
+
 class Cache:
     """The kopf indexes (bound at startup) plus our writes they have not seen yet."""
 

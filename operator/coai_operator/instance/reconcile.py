@@ -21,8 +21,8 @@ from typing import Any, TypeVar
 from coai_operator import constants, events
 from coai_operator.bundles import load_bundle
 from coai_operator.conditions import get_condition
+from coai_operator.instance import adminpw, secure
 from coai_operator.instance import render as r
-from coai_operator.instance import secure
 from coai_operator.instance import status as st
 from coai_operator.instance import upgrade as up
 from coai_operator.instance.index import CACHE
@@ -202,7 +202,11 @@ def reconcile(body: Mapping[str, Any], kube: Kube) -> Outcome:
         # Nothing was applied: running pods keep running; report how they are doing.
         deployment = _live(kube, "apps/v1", "Deployment", namespace, Names(name).deployment)
 
+    admin = _admin_state(kube, body, spec, deployment, name, namespace) if problem is None else None
+    if admin is not None and admin.configured and not admin.done:
+        outcome.retry = True  # the Job's end is noticed by the retry, not by a watch on Jobs
     desired = st.compute(
+        admin=admin,
         current=current,
         generation=int(meta.get("generation") or 0),
         endpoint=r.endpoint(spec, name, namespace),
@@ -255,6 +259,16 @@ def decide_upgrade(kube: Kube, body: Mapping[str, Any]) -> up.Decision:
 def seconds_since(timestamp: str) -> float:
     then = datetime.datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
     return (datetime.datetime.now(datetime.UTC) - then).total_seconds()
+
+
+def _admin_state(kube: Kube, body: Mapping[str, Any], spec: Spec, deployment: Obj | None, name: str,
+                 namespace: str) -> adminpw.AdminState:
+    try:
+        rollout = st.rollout(deployment)
+        serving = rollout.complete and rollout.replicas > 0  # not while scaled down (maintenance)
+        return adminpw.ensure(kube, body, spec, r.endpoint(spec, name, namespace), serving)
+    except KubeError as exc:
+        return adminpw.AdminState(applies=True, configured=True, message=f"cannot start the Job: {exc.message}")
 
 
 class Serializer:

@@ -14,7 +14,16 @@ from typing import Any
 
 from coai_operator import constants
 from coai_operator.instance import netpol, redis_auth
-from coai_operator.instance.spec import Names, Spec, desired_replicas, image_ref, redis_managed, with_defaults
+from coai_operator.instance.spec import (
+    TIKTOKEN_DIR,
+    Names,
+    Spec,
+    desired_replicas,
+    image_ref,
+    offline,
+    redis_managed,
+    with_defaults,
+)
 
 Obj = dict[str, Any]
 
@@ -92,7 +101,8 @@ def env_data(spec: Spec, name: str) -> dict[str, str]:
     data["SERVER_PORT"] = str(spec["port"])
     data["MYSQL_HOST"] = str(db.get("host", ""))
     data["MYSQL_PORT"] = str(db["port"])
-    data["MYSQL_DB"] = str(db["name"])
+    # 3.10.5 reads only MYSQL_DB; 3.11.1 and later read MYSQL_DATABASE first.
+    data["MYSQL_DB"] = data["MYSQL_DATABASE"] = str(db["name"])
     if db.get("user"):
         data["MYSQL_USER"] = str(db["user"])
     redis = spec["redis"]
@@ -102,6 +112,8 @@ def env_data(spec: Spec, name: str) -> dict[str, str]:
     elif redis.get("host"):
         data["REDIS_HOST"] = str(redis["host"])
         data["REDIS_PORT"] = str(redis["port"])
+    if offline(spec):
+        data["TIKTOKEN_CACHE_DIR"] = TIKTOKEN_DIR
     return data
 
 
@@ -145,6 +157,20 @@ def _scheduling(spec: Spec, *, affinity: bool) -> Obj:
 
 def _probe(spec: Spec, timing: Mapping[str, int]) -> Obj:
     return {"httpGet": {"path": spec["healthPath"], "port": "http"}, **timing}
+
+
+def offline_init_container(spec: Spec) -> Obj:
+    """Copies the tiktoken BPE files from the operator image into an emptyDir: without them every
+    chat request of the app waits for ever on a download (air-gapped clusters)."""
+    return {
+        "name": "tiktoken",
+        "image": constants.engine_image(),
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["cp", "-R", f"{constants.TIKTOKEN_IMAGE_DIR}/.", TIKTOKEN_DIR],
+        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}},
+        "securityContext": copy.deepcopy(spec.get("securityContext", DEFAULT_CONTAINER_SECURITY_CONTEXT)),
+        "volumeMounts": [{"name": "tiktoken", "mountPath": TIKTOKEN_DIR}],
+    }
 
 
 def deployment(spec: Spec, name: str, namespace: str, owner_refs: list[Obj] | None, cfg_hash: str) -> Obj:
@@ -196,6 +222,10 @@ def deployment(spec: Spec, name: str, namespace: str, owner_refs: list[Obj] | No
     }
     if certs:
         pod_spec["volumes"].append({"name": "certs", "secret": {"secretName": certs, "defaultMode": 0o440}})
+    if offline(spec):
+        pod_spec["initContainers"] = [offline_init_container(spec)]
+        pod_spec["volumes"].append({"name": "tiktoken", "emptyDir": {"sizeLimit": "64Mi"}})
+        container["volumeMounts"].append({"name": "tiktoken", "mountPath": TIKTOKEN_DIR, "readOnly": True})
     if spec.get("serviceAccountName"):
         pod_spec["serviceAccountName"] = spec["serviceAccountName"]
     else:

@@ -14,11 +14,21 @@ from typing import Any
 from kubernetes.utils.quantity import parse_quantity
 
 from coai_operator import constants
+from coai_operator.bundles.realline import FLOATING_TAGS, is_real
 
 Spec = dict[str, Any]
 
 DEFAULT_PORT = 8000
-DEFAULT_HEALTH_PATH = "/health"
+# The real app has no /health: `GET /` answers with static serving off, `GET /api/` with it on
+# (the image's default). spec.healthPath overrides the derived path.
+HEALTH_PATH_STATIC = "/api/"
+GUIDE_HEALTH_PATH = "/health"  # the migration guide's 1.x-2.x line (its stand-in app answers it)
+HEALTH_PATH_NO_STATIC = "/"
+# strconv.ParseBool's false spellings (the app reads SERVE_STATIC/DEBUG through viper).
+_FALSE = ("0", "f", "F", "false", "FALSE", "False")
+_TRUE = ("1", "t", "T", "true", "TRUE", "True")
+# Where the offline mode puts the tiktoken BPE files (TIKTOKEN_CACHE_DIR of the app).
+TIKTOKEN_DIR = "/tiktoken"
 DEFAULT_SERVICE_PORT = 80
 DEFAULT_DB_PORT = 3306
 DEFAULT_DB_NAME = "chatnio"
@@ -96,7 +106,9 @@ def with_defaults(spec: Spec | None) -> Spec:
     s.setdefault("image", constants.DEFAULT_APP_IMAGE)
     s.setdefault("replicas", 1)
     s.setdefault("port", DEFAULT_PORT)
-    s.setdefault("healthPath", DEFAULT_HEALTH_PATH)
+    s["config"] = _obj(s.get("config"))
+    if not s.get("healthPath"):
+        s["healthPath"] = default_health_path(s)
     service = s["service"] = _obj(s.get("service"))
     service.setdefault("type", "ClusterIP")
     service.setdefault("port", DEFAULT_SERVICE_PORT)
@@ -121,8 +133,48 @@ def with_defaults(spec: Spec | None) -> Spec:
     s.setdefault("resources", copy.deepcopy(DEFAULT_RESOURCES))
     maintenance = s["maintenance"] = _obj(s.get("maintenance"))
     maintenance.setdefault("enabled", False)
-    s["config"] = _obj(s.get("config"))
+    if isinstance(_obj(s.get("admin")).get("passwordSecretRef"), dict):
+        s["admin"]["passwordSecretRef"].setdefault("key", DEFAULT_SECRET_KEY)
+    s["offline"] = _obj(s.get("offline"))
+    s["offline"].setdefault("enabled", False)
     return s
+
+
+def default_health_path(spec: Spec) -> str:
+    """The guide's line keeps its documented /health; the real app answers on / or /api/."""
+    if not is_real(str(spec.get("version", ""))):
+        return GUIDE_HEALTH_PATH
+    return HEALTH_PATH_STATIC if serve_static(spec["config"]) else HEALTH_PATH_NO_STATIC
+
+
+def _flag(config: dict[str, Any], key: str) -> bool | None:
+    """A boolean env setting as the app reads it: True, False, or None when unset."""
+    value = config.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip()
+    return True if text in _TRUE else False if text in _FALSE else None
+
+
+def serve_static(config: dict[str, Any]) -> bool:
+    """Whether the app serves its frontend (then its API lives under /api/). On by default."""
+    return _flag(config, "SERVE_STATIC") is not False
+
+
+def api_prefix(spec: Spec) -> str:
+    """Path prefix of the app's API (/login, /v1/chat/completions ...): /api with static serving."""
+    return "/api" if serve_static(spec["config"]) else ""
+
+
+def admin_password_ref(spec: Spec) -> dict[str, str] | None:
+    ref = _obj(spec.get("admin")).get("passwordSecretRef")
+    return ref if isinstance(ref, dict) and ref.get("name") else None
+
+
+def offline(spec: Spec) -> bool:
+    return bool(spec["offline"].get("enabled"))
 
 
 def redis_managed(spec: Spec) -> bool:
@@ -138,8 +190,9 @@ def desired_replicas(spec: Spec) -> int:
 
 
 def image_ref(spec: Spec) -> str:
-    """`image:version`. The CRD forbids a tag or digest in spec.image: the version is the tag,
-    so a version change is always an image change. spec.imageDigest pins it: `image:version@digest`."""
+    """`image:version`, or `image:version@digest` when spec.imageDigest pins it (a rollback to
+    what ran before; tags can be re-pushed). The CRD forbids a tag or digest in spec.image: the
+    version is the tag, so a version change is always an image change."""
     digest = spec.get("imageDigest")
     return f"{spec['image']}:{spec['version']}" + (f"@{digest}" if digest else "")
 
@@ -160,6 +213,9 @@ def secret_refs(spec: Spec) -> list[tuple[str, str | None, str]]:
     certs_ref = certs.get("secretRef") if isinstance(certs, dict) else None
     if isinstance(certs_ref, dict) and certs_ref.get("name"):
         refs.append((certs_ref["name"], None, "spec.certs.secretRef"))
+    admin_ref = admin_password_ref(spec)
+    if admin_ref:
+        refs.append((admin_ref["name"], admin_ref["key"], "spec.admin.passwordSecretRef"))
     return refs
 
 
@@ -183,6 +239,9 @@ def validate(spec: Spec) -> Problem | None:
     if not isinstance(version, str) or not VERSION_RE.match(version):
         return Problem("InvalidVersion",
                        f"spec.version {version!r} must be a version such as 3.11.2 (it is the image tag)")
+    if version.lower() in FLOATING_TAGS:
+        return Problem("FloatingTag", f"spec.version {version!r} is a floating tag: it moves under a running "
+                                      "instance and a rollback could not return to it; pin a version such as 4.25.0")
     if not spec["database"].get("host"):
         return Problem("DatabaseHostMissing", "spec.database.host is required: the MySQL/MariaDB server CoAI uses")
     if spec["redis"].get("host") and redis_managed(spec):
@@ -202,6 +261,11 @@ def validate(spec: Spec) -> Problem | None:
         problem = _check_quantity(value, field_path)
         if problem:
             return problem
+    if _flag(spec["config"], "DEBUG") and (redis_managed(spec) or spec["redis"].get("host")):
+        return Problem("DebugWipesRedis",
+                       "spec.config DEBUG=true makes CoAI run FLUSHALL on every Redis (re)connect, wiping "
+                       "rate limits, sessions and counters of every database of that Redis: remove DEBUG "
+                       "or run without spec.redis")
     bad_names = sorted(k for k in spec["config"] if not ENV_NAME.match(str(k)))
     if bad_names:
         return Problem("InvalidConfigKey",

@@ -13,6 +13,7 @@ from typing import Any
 
 from coai_operator import constants
 from coai_operator.conditions import Condition, get_condition, set_condition
+from coai_operator.instance.adminpw import AdminState
 from coai_operator.instance.spec import Problem
 
 Obj = dict[str, Any]
@@ -72,7 +73,10 @@ class UpgradeView:
     refused: bool = False  # cannot proceed without a change in Git (kstatus: Failed)
 
 
-DEGRADED_REASONS = frozenset({"ProgressDeadlineExceeded", "PodsUnavailable"})
+DEGRADED_REASONS = frozenset({"ProgressDeadlineExceeded", "PodsUnavailable", "AdminPasswordFailed"})
+DEFAULT_PASSWORD_MESSAGE = (
+    "root still has CoAI's public default password: anybody who can reach the app can "  # noqa: S105
+                            "log in as administrator; set spec.admin.passwordSecretRef")
 
 
 def _summary(r: Rollout) -> str:
@@ -112,6 +116,7 @@ def compute(
     maintenance_message: str | None = None,
     now: str | None = None,
     upgrade: UpgradeView | None = None,
+    admin: AdminState | None = None,
 ) -> Obj:
     """The owned status fields for what was observed.
 
@@ -134,6 +139,12 @@ def compute(
         phase, reason, message, available = "Degraded", problem.reason, problem.message, False
     else:
         phase, reason, message = _rollout_phase(r, current)
+        if admin is not None and admin.configured and not admin.done and r.complete and r.replicas:
+            # Not Ready while root still has the public default password.
+            if admin.failed:
+                phase, reason, message = "Degraded", "AdminPasswordFailed", admin.failed
+            elif phase == "Ready":
+                phase, reason, message = "Progressing", "SettingAdminPassword", admin.message
         available = phase == "Ready"
         rolling = reason == "RollingOut"
         if maintenance and r.exists and phase != "Degraded":
@@ -169,6 +180,12 @@ def compute(
         cond("Stalled", degraded, reason if degraded else "AsExpected", message if degraded else "No problem found")
     else:
         cond("Stalled", True, str(upgrade.reason), upgrade.message)
+    if admin is not None and admin.applies:
+        if admin.configured:
+            cond("DefaultAdminPassword", False, "AdminPasswordFromSecret", "root's password comes from "
+                 "spec.admin.passwordSecretRef" + ("" if admin.done else " (not set yet)"))
+        else:
+            cond("DefaultAdminPassword", True, "NoAdminPasswordSecret", DEFAULT_PASSWORD_MESSAGE)
 
     status: Obj = {
         "phase": phase,

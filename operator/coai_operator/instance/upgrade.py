@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from coai_operator import constants
+from coai_operator.bundles import realline
 from coai_operator.bundles.config_migration import ConfigRules, ConfigRulesError, is_secret_key, migrate_env
 from coai_operator.engine.errors import PlanError
 from coai_operator.engine.versions import CompatTable, DowngradeError, UnknownVersionError, Version, plan_path
@@ -105,7 +106,6 @@ def decide(instance: Mapping[str, Any], table: CompatTable, migrations: Sequence
            pending_for: float | None = None) -> Decision:
     """`pending_for`: seconds the UpgradePending condition has been True (None: it is not)."""
     spec, status = instance.get("spec") or {}, instance.get("status") or {}
-    name = instance["metadata"]["name"]
     requested = str(spec.get("version"))
     deployed = deployed_version(status)
     if deployed is None or legacy_migration(status):
@@ -114,9 +114,15 @@ def decide(instance: Mapping[str, Any], table: CompatTable, migrations: Sequence
         return Decision(deployed)
     try:
         old, new = Version.parse(deployed), Version.parse(requested)
+        if realline.is_real(old) and realline.is_real(new):
+            # The real 3.x/4.x line: the app migrates its schema at start, but upstream's missing
+            # fixes and the config.yaml backup make a hop a migration (docs/real-app.md).
+            if new < old:
+                raise DowngradeError(f"{new} is older than {old}: downgrades are refused")
+            real = realline.plan_real(deployed, requested)
+            return _needs_migration(instance, migrations, deployed, requested, real.hops, pending_for)
         if table.get(old) is None and table.get(new) is None:
-            # A line the bundle has no migrations for (the real app's 3.x/4.x migrates its own
-            # schema at start): an image change, but never backwards.
+            # A line the bundle has no migrations for: an image change, but never backwards.
             if new < old:
                 raise DowngradeError(f"{new} is older than {old}: downgrades are refused")
             return Decision(requested, record=True)
@@ -129,7 +135,12 @@ def decide(instance: Mapping[str, Any], table: CompatTable, migrations: Sequence
                         message=f"spec.version {requested} is refused, {deployed} keeps running: {exc}")
     if plan.noop:  # a patch release of the running line: same schema, an image change only
         return Decision(requested, record=True)
-    path = tuple(h.id for h in plan.hops)
+    return _needs_migration(instance, migrations, deployed, requested, tuple(h.id for h in plan.hops), pending_for)
+
+
+def _needs_migration(instance: Mapping[str, Any], migrations: Sequence[Mapping[str, Any]], deployed: str,
+                     requested: str, path: tuple[str, ...], pending_for: float | None) -> Decision:
+    spec, name = instance.get("spec") or {}, instance["metadata"]["name"]
     where = f"{deployed} -> {requested} needs a migration ({', '.join(path)}); {deployed} keeps running"
     found = matching(migrations, name, requested)
     if found is not None:

@@ -2,8 +2,8 @@
 
 Every Job runs `coai-operator engine <command>` from the operator's image, reaches the database
 with the instance's credentials (password by secretKeyRef, never in the manifest), mounts the
-backup PVC at /backup and the instance's storage PVC at /storage where the step needs them, and
-runs under the restricted Pod Security profile unless `spec.jobTemplate` says otherwise.
+backup PVC at /backup and the instance's storage and config PVCs at /storage and /config where the
+step needs them, and runs under the restricted Pod Security profile unless `spec.jobTemplate` says otherwise.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from typing import Any
 from coai_operator import constants
 from coai_operator.instance.spec import Names, with_defaults
 from coai_operator.migration import names, testfaults
-from coai_operator.migration.model import StepName
 from coai_operator.migration.names import (  # noqa: F401  (backup_location: re-exported)
     BACKUP_MOUNT,
     BUNDLE_MOUNT,
+    CONFIG_MOUNT,
     STORAGE_MOUNT,
     backup_location,
     backup_pvc_name,
@@ -123,6 +123,11 @@ def _volumes(migration: Mapping[str, Any], step: Step, has_backup: bool) -> tupl
             volumes.append({"name": "storage", "persistentVolumeClaim": {
                 "claimName": Names(spec["instanceRef"]["name"]).storage_pvc}})
             mounts.append({"name": "storage", "mountPath": STORAGE_MOUNT})
+        elif volume in ("config", "config-ro"):
+            # /config/config.yaml: channels with their keys, settings (engine/configfile.py).
+            volumes.append({"name": "config", "persistentVolumeClaim": {
+                "claimName": Names(spec["instanceRef"]["name"]).config_pvc}})
+            mounts.append({"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": volume == "config-ro"})
         elif volume == "bundle":
             bundle_ref = (spec.get("migrations") or {}).get("configMapRef") or {}
             if bundle_ref.get("name"):
@@ -144,10 +149,8 @@ def build_job(migration: Mapping[str, Any], instance: Mapping[str, Any], step: s
            {"name": "COAI_RESULT_FILE", "value": RESULT_FILE},
            {"name": "COAI_MIGRATION", "value": meta["name"]},
            {"name": "HOME", "value": "/tmp"}]  # noqa: S108  (an emptyDir)
-    api_key = (spec.get("validation") or {}).get("apiKeySecretRef") or {}
-    if step == StepName.VALIDATE and api_key.get("name"):
-        env.append({"name": "TEST_API_KEY", "valueFrom": {"secretKeyRef": {
-            "name": api_key["name"], "key": api_key.get("key") or "api-key", "optional": True}}})
+    if definition.env is not None:
+        env += definition.env(JobInput(migration, instance, has_backup))
     volumes, mounts = _volumes(migration, definition, has_backup)
 
     container: Obj = {

@@ -12,6 +12,7 @@ Obj = dict[str, Any]
 
 BACKUP_MOUNT = "/backup"
 STORAGE_MOUNT = "/storage"
+CONFIG_MOUNT = "/config"
 BUNDLE_MOUNT = "/bundle"
 CERTS_MOUNT = "/certs"
 

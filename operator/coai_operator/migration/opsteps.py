@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from coai_operator import constants
 from coai_operator.bundles import load_bundle
-from coai_operator.bundles.config_migration import ConfigRulesError
+from coai_operator.bundles.config_migration import ConfigRulesError, merge_rules
 from coai_operator.domain.versions import Hop, Version
 from coai_operator.kube import KubeError
-from coai_operator.migration import certs
+from coai_operator.migration import certs, digest, realjobs
 from coai_operator.migration.context import Ctx
 from coai_operator.migration.instance_writes import patch_instance_spec, set_maintenance
 from coai_operator.migration.model import Obj, Outcome, StepOutcome
@@ -54,6 +54,8 @@ def ensure_snapshot(ctx: Ctx) -> Snapshot:
         "configSnapshot": {"configMap": snapshot_name(ctx.migration),
                            "secret": snapshot_name(ctx.migration) if snap.secret_name else ""},
     }
+    if snap.image_digest:
+        ctx.status["previous"]["imageDigest"] = snap.image_digest
     return snap
 
 
@@ -61,7 +63,8 @@ def _create_snapshot(ctx: Ctx) -> Snapshot:
     assert ctx.instance is not None
     secret_name = ((ctx.instance.get("spec") or {}).get("secretRef") or {}).get("name")
     secret = ctx.kube.get("v1", "Secret", ctx.namespace, secret_name) if secret_name else None
-    snap = take_snapshot(ctx.instance, ctx.status.get("fromVersion") or "", secret)
+    snap = take_snapshot(ctx.instance, ctx.status.get("fromVersion") or "", secret,
+                         digest.running_digest(ctx.kube, ctx.namespace, ctx.instance_name))
     if secret_name and secret is None:
         raise SnapshotIncomplete(f"Secret {secret_name} (spec.secretRef) does not exist: there is nothing to snapshot")
     configmap, secret_copy = snapshot_objects(ctx.migration, snap)
@@ -124,6 +127,8 @@ def maintenance_patch(spec: Obj, snap: Snapshot) -> Obj | None:
 
 
 def config_rules(ctx: Ctx) -> list:
+    if realjobs.applies(ctx.migration):  # the real line has no env renames of its own: the user's only
+        return merge_rules([], ctx.spec.get("configMigration"))
     path = [Hop(Version.parse(a), Version.parse(b)) for a, b in (h.split("-to-") for h in ctx.status.get("path", []))]
     return load_bundle().config_rules(path, ctx.spec.get("configMigration"))
 
@@ -169,6 +174,8 @@ def rollout(ctx: Ctx) -> StepOutcome:
     patch: Obj = {}
     if spec.get("version") != target:
         patch["version"] = target
+    if spec.get("imageDigest"):
+        patch["imageDigest"] = None  # a pin from an earlier rollback would keep the old image
     maintenance = maintenance_patch(spec, snap)
     if maintenance:
         patch["maintenance"] = maintenance
@@ -201,6 +208,8 @@ def rollback_config(ctx: Ctx) -> StepOutcome:
         patch["version"] = snap.version
     if snap.image and spec.get("image") != snap.image:
         patch["image"] = snap.image
+    if spec.get("imageDigest") != snap.image_digest:
+        patch["imageDigest"] = snap.image_digest  # what ran before, not whatever the tag means now
     maintenance = maintenance_patch(spec, snap)
     if maintenance:
         patch["maintenance"] = maintenance

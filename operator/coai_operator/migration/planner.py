@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from coai_operator.bundles import realline
 from coai_operator.domain.errors import PlanError
 from coai_operator.domain.versions import CompatTable, Version, plan_path
 from coai_operator.migration import model, steps
@@ -74,6 +75,8 @@ def plan_migration(spec: Mapping[str, Any], instance: Mapping[str, Any] | None, 
                                               "create it or fix spec.instanceRef.name")
     current = current_version(instance)
     target = str(spec["targetVersion"])
+    if realline.is_real(current) or realline.is_real(target) or target.lower() in realline.FLOATING_TAGS:
+        return plan_real_migration(spec, current, target, instance_name)
     try:
         path = plan_path(Version.parse(current), Version.parse(target), table, direct=True)
     except PlanError as exc:
@@ -95,6 +98,20 @@ def plan_migration(spec: Mapping[str, Any], instance: Mapping[str, Any] | None, 
         checks=checks,
         warnings=tuple(warnings),
     )
+
+
+def plan_real_migration(spec: Mapping[str, Any], current: str, target: str, instance_name: str) -> MigrationPlan:
+    """The real 3.x/4.x line (bundles/realline.py): measured pairs, either direction."""
+    try:
+        path = realline.plan_real(current, target)
+    except PlanError as exc:
+        raise PlanRefused(exc.reason, str(exc)) from exc
+    if not path.hops:
+        raise PlanRefused("AlreadyAtTarget", f"CoaiInstance {instance_name} already runs {target}; nothing to do")
+    warnings = (f"{current} -> {target} is a downgrade: the older app ignores columns the newer one added",) \
+        if path.downgrade else ()
+    return MigrationPlan(from_version=current, to_version=target, path=path.hops, steps=forward_steps(spec),
+                         checks=validation_checks(spec), warnings=warnings)
 
 
 def rollback_steps(spec: Mapping[str, Any], started: Sequence[str], backup_done: bool) -> tuple[str, ...]:

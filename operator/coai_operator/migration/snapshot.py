@@ -31,12 +31,14 @@ class Snapshot:
     secret_name: str | None
     secret: dict[str, str]  # decoded values
     certs: Obj | None = None  # spec.certs (the 2.0 JWT key pair Secret), as it was
+    image_digest: str | None = None  # what the pods ran (migration/digest.py); a rollback pins it
 
     def to_configmap_data(self) -> dict[str, str]:
         return {
             "instance.json": json.dumps({"version": self.version, "image": self.image,
                                          "maintenance": self.maintenance, "secretName": self.secret_name,
-                                         "certs": self.certs},
+                                         "certs": self.certs,
+                                         **({"imageDigest": self.image_digest} if self.image_digest else {})},
                                         sort_keys=True),
             "config.json": json.dumps(self.config, sort_keys=True),
         }
@@ -53,6 +55,7 @@ class Snapshot:
             secret_name=meta.get("secretName"),
             secret=decode_secret((secret or {}).get("data") or {}),
             certs=meta.get("certs"),
+            image_digest=meta.get("imageDigest"),
         )
 
 
@@ -68,9 +71,11 @@ def encode_secret(data: Mapping[str, str]) -> dict[str, str]:
     return {k: base64.b64encode(v.encode("utf-8", errors="surrogateescape")).decode() for k, v in data.items()}
 
 
-def take_snapshot(instance: Mapping[str, Any], version: str, secret: Mapping[str, Any] | None) -> Snapshot:
+def take_snapshot(instance: Mapping[str, Any], version: str, secret: Mapping[str, Any] | None,
+                  image_digest: str | None = None) -> Snapshot:
     spec = instance.get("spec") or {}
     return Snapshot(
+        image_digest=image_digest or spec.get("imageDigest"),
         version=version,
         image=spec.get("image"),
         maintenance=spec.get("maintenance"),

@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from coai_operator.instance.spec import Names, with_defaults
-from coai_operator.migration import opsteps
+from coai_operator.migration import opsteps, realjobs
 from coai_operator.migration.context import Ctx
 from coai_operator.migration.model import Obj, Phase, StepName, StepOutcome
-from coai_operator.migration.names import BUNDLE_MOUNT, STORAGE_MOUNT, backup_location
+from coai_operator.migration.names import BUNDLE_MOUNT, CONFIG_MOUNT, STORAGE_MOUNT, backup_location
 
-Volume = Literal["backup", "backup-ro", "storage", "bundle"]
+Volume = Literal["backup", "backup-ro", "storage", "config", "config-ro", "bundle"]
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,17 @@ class JobInput:
     @property
     def include(self) -> str:
         wanted = (self.spec.get("backup") or {}).get("include") or ["database", "storage", "config"]
-        return ",".join(i for i in wanted if i in ("database", "storage"))
+        return ",".join(i for i in wanted if i in ("database", "storage", "config"))
+
+    @property
+    def config(self) -> list[str]:
+        """config.yaml (the config PVC) goes into the backup unless spec.backup.include leaves it out."""
+        return ["--config", CONFIG_MOUNT] if "config" in self.include.split(",") else []
+
+    @property
+    def real(self) -> bool:
+        """The real 3.x/4.x line (migration/realjobs.py): its own preflight, migrate and validation."""
+        return realjobs.applies(self.migration)
 
 
 @dataclass(frozen=True)
@@ -69,6 +79,7 @@ class Step:
     slug: str | None = None
     args: Callable[[JobInput], list[str]] | None = None
     volumes: tuple[Volume, ...] = ()
+    env: Callable[[JobInput], list[Obj]] | None = None  # besides the database's
     # An in-operator step.
     action: Callable[[Ctx], StepOutcome] | None = None
     # Forward: runs when enabled(spec); `changes` says what it changes, `undone_by` which step undoes it.
@@ -109,7 +120,27 @@ def _validate_args(job: JobInput) -> list[str]:
             "--timeout", str(validation.get("timeoutSeconds") or 300),
             # Without a backup there are no row counts to compare with: dataIntegrity is skipped (the plan
             # says so) and nothing mounts a backup volume that does not exist.
-            *(["--manifest", f"{job.location}/manifest.json"] if job.has_backup else [])]
+            *(["--manifest", f"{job.location}/manifest.json"] if job.has_backup else []),
+            *(realjobs.validate_args(job.instance, job.target) if job.real else [])]
+
+
+def _validate_env(job: JobInput) -> list[Obj]:
+    env = realjobs.validate_env(job.instance) if job.real else []
+    api_key = (job.spec.get("validation") or {}).get("apiKeySecretRef") or {}
+    if api_key.get("name"):
+        env.append({"name": "TEST_API_KEY", "valueFrom": {"secretKeyRef": {
+            "name": api_key["name"], "key": api_key.get("key") or "api-key", "optional": True}}})
+    return env
+
+
+def _preflight_args(job: JobInput) -> list[str]:
+    return realjobs.preflight_args(job.migration, job.instance) if job.real else \
+        ["plan", "--target", job.target, *job.bundle]
+
+
+def _migrate_args(job: JobInput) -> list[str]:
+    return realjobs.migrate_args(job.migration, job.instance) if job.real else \
+        ["migrate", "--target", job.target, *job.bundle]
 
 
 def _plan_summary(result: Obj) -> str:
@@ -133,18 +164,18 @@ ROLLOUT_DEADLINE = int(os.environ.get("COAI_ROLLOUT_TIMEOUT_SECONDS", "900"))
 
 FORWARD: tuple[Step, ...] = (
     Step(StepName.PREFLIGHT, Phase.PLANNING, 600, _plan_summary, slug="plan",
-         args=lambda j: ["plan", "--target", j.target, *j.bundle], volumes=("bundle",)),
+         args=_preflight_args, volumes=("bundle",)),
     Step(StepName.BACKUP, Phase.BACKING_UP, 3600, _backup_summary, slug="backup",
-         args=lambda j: ["backup", "--dir", j.location, "--storage", STORAGE_MOUNT, "--include", j.include,
-                         "--label", f"pre-upgrade to {j.target}"],
-         volumes=("backup", "storage"), enabled=lambda spec: _enabled(spec.get("backup"), True)),
+         args=lambda j: ["backup", "--dir", j.location, "--storage", STORAGE_MOUNT, *j.config,
+                         "--include", j.include, "--label", f"pre-upgrade to {j.target}"],
+         volumes=("backup", "storage", "config-ro"), enabled=lambda spec: _enabled(spec.get("backup"), True)),
     Step(StepName.MAINTENANCE_ON, Phase.MIGRATING, 600, action=opsteps.maintenance_on,
          enabled=lambda spec: _enabled(spec.get("maintenance"), True), changes="spec",
          undone_by=StepName.RB_CONFIG),
     Step(StepName.CONFIG, Phase.MIGRATING, 120, action=opsteps.config_migration, changes="spec",
          undone_by=StepName.RB_CONFIG),
     Step(StepName.MIGRATE, Phase.MIGRATING, 3600, slug="migrate",
-         args=lambda j: ["migrate", "--target", j.target, *j.bundle], volumes=("bundle",), changes="data",
+         args=_migrate_args, volumes=("bundle",), changes="data",
          undone_by=StepName.RB_RESTORE),
     Step(StepName.STORAGE, Phase.MIGRATING, 3600, slug="storage",
          args=lambda j: ["migrate-storage", "--storage", STORAGE_MOUNT], volumes=("storage",),
@@ -153,7 +184,7 @@ FORWARD: tuple[Step, ...] = (
     Step(StepName.ROLLOUT, Phase.MIGRATING, ROLLOUT_DEADLINE, action=opsteps.rollout, changes="spec",
          undone_by=StepName.RB_CONFIG),
     Step(StepName.VALIDATE, Phase.VALIDATING, 900, _validate_summary, slug="validate", args=_validate_args,
-         volumes=("backup-ro",), enabled=lambda spec: bool(validation_checks(spec))),
+         volumes=("backup-ro",), env=_validate_env, enabled=lambda spec: bool(validation_checks(spec))),
 )
 
 ROLLBACK: tuple[Step, ...] = (
@@ -161,12 +192,14 @@ ROLLBACK: tuple[Step, ...] = (
          needed=lambda need: need.data_changed),
     Step(StepName.RB_EXPORT, Phase.ROLLING_BACK, 3600, _backup_summary, slug="export",
          args=lambda j: ["backup", "--dir", f"{j.location}/post-migration", "--storage", STORAGE_MOUNT,
-                         "--include", j.include, "--label", "post-migration export before rollback"],
-         volumes=("backup", "storage"), needed=lambda need: need.data_changed and need.graceful and need.backup_done),
+                         *j.config, "--include", j.include, "--label", "post-migration export before rollback"],
+         volumes=("backup", "storage", "config-ro"),
+         needed=lambda need: need.data_changed and need.graceful and need.backup_done),
     Step(StepName.RB_RESTORE, Phase.ROLLING_BACK, 3600,
          lambda result: "database and files restored from the backup; row counts verified", slug="restore",
-         args=lambda j: ["restore", "--dir", j.location, "--storage", STORAGE_MOUNT, "--include", j.include],
-         volumes=("backup", "storage"), needed=lambda need: need.data_changed and need.backup_done),
+         args=lambda j: ["restore", "--dir", j.location, "--storage", STORAGE_MOUNT, *j.config,
+                         "--include", j.include],
+         volumes=("backup", "storage", "config"), needed=lambda need: need.data_changed and need.backup_done),
     Step(StepName.RB_CONFIG, Phase.ROLLING_BACK, 120, action=opsteps.rollback_config, needed=lambda need: True),
     Step(StepName.RB_ROLLOUT, Phase.ROLLING_BACK, ROLLOUT_DEADLINE, action=opsteps.rollback_rollout,
          needed=lambda need: True),
