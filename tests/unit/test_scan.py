@@ -54,7 +54,9 @@ def operator_objects() -> dict[str, list[dict[str, Any]]]:
         if redis_auth.generates_secret(rendered.spec):
             objs.append(redis_auth.secret("chat", "apps", [r.owner_reference(OWNER)], "not-a-real-password"))
         out[label] = objs
-    instance = {"metadata": {"name": "chat", "namespace": "apps"}, "spec": INSTANCES["instance-managed-redis"]}
+    spec = INSTANCES["instance-managed-redis"]
+    instance = {"metadata": {"name": "chat", "namespace": "apps"}, "spec": spec,
+                "status": {"version": spec["version"]}}  # a Ready instance: the planner needs its version
     out["migration-jobs"] = [jobs.backup_pvc(MIGRATION)] + [
         jobs.build_job(copy.deepcopy(MIGRATION), instance, step) for step in jobs.STEP_SLUGS]
     return out
