@@ -34,7 +34,7 @@ from coai_operator.instance import render as r
 from e2e.conftest import Cluster, OperatorProcess
 from e2e.helpers import wait_for
 from e2e.localcluster import netpol
-from e2e.localcluster.nodeagent import NODE_NAME
+from e2e.localcluster.node import NODE_NAME
 
 pytestmark = pytest.mark.e2e
 

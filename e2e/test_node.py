@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from coai_operator.kube import Kube
-from coai_operator.migration.machine import pod_log_tail
+from coai_operator.migration.jobsteps import pod_log_tail
 from e2e.conftest import Cluster
 from e2e.helpers import wait_for
 
