@@ -68,6 +68,12 @@ def config_rules_patch(instance: Mapping[str, Any], migration: str,
     return _patch(instance, migration, {"configRules": data or None})
 
 
+def certs_patch(instance: Mapping[str, Any], migration: str, certs: Mapping[str, Any] | None) -> Obj | None:
+    """The key pair Secret the migration generated ({secretRef: {name}}), mounted at /certs unless
+    spec.certs (Git) names one. None removes it (rollback)."""
+    return _patch(instance, migration, {"certs": dict(certs) if certs else None})
+
+
 def merge(*patches: Obj | None) -> Obj | None:
     """Several of the patches above as one write (e.g. the rollout: version + maintenance off)."""
     upgrade: Obj = {}
