@@ -431,3 +431,17 @@ def test_an_instance_deleted_during_the_migration_fails_it() -> None:
     world.kube.objects.pop(("CoaiInstance", "apps", "chat"))
     status = world.run()
     assert status["phase"] == "Failed" and failed_reason(status) == "InstanceNotFound"
+
+
+def test_a_conflicting_instance_write_is_redone_from_a_fresh_read_and_announced_once() -> None:
+    world = World().setup(validation={"enabled": False})
+    world.results["migrate"] = "pending"
+    world.run_until_step("Migrate")
+    world.results.pop("migrate")
+    # Rollout's status.upgrade writes answer 409 (the instance changed since it was read), more
+    # often than one step retries: the step is retried later, from what the API has then.
+    world.kube.fail("patch/status", "CoaiInstance", 409, times=4, name="chat")
+    assert world.run()["phase"] == "Succeeded"
+    assert all(f.times == 0 for f in world.kube.faults)
+    assert world.get("CoaiInstance", "chat")["status"]["upgrade"]["version"] == "2.0.0"
+    assert world.reasons().count("RolloutStarted") == 1
