@@ -71,7 +71,7 @@ def deploy_instance(cluster: Cluster, namespace: str, db: DbConfig, version: str
     instance = {
         "apiVersion": "coai.dev/v1alpha1", "kind": "CoaiInstance", "metadata": {"name": name},
         # The guide's 1.6 - 2.0 line has no public image: its stand-in app really runs instead.
-        "spec": {"version": version, "image": STANDIN_IMAGE, "secretRef": {"name": "coai-app"},
+        "spec": {"version": version, "image": STANDIN_IMAGE, "healthPath": "/health", "secretRef": {"name": "coai-app"},
                  "config": dict(APP_CONFIG),
                  "database": {"host": db.host, "port": db.port, "name": db.database, "user": db.user,
                               "passwordSecretRef": {"name": "coai-db"}}},

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import pytest
 import yaml
 
+from coai_operator.instance.upgrade import deployed_version
 from e2e.conftest import Cluster, OperatorProcess
 from e2e.helpers import wait_for
 from e2e.migration_support import (
@@ -105,7 +106,7 @@ def snapshot_state(deployed: Deployed) -> dict:
         "files": file_digests(deployed.storage_dir()),
         "secret": {k: base64.b64decode(v).decode() for k, v in secret.items()},
         "env": {k: v for k, v in deployed.get("configmap", "chat-env")["data"].items()},
-        "version": instance["spec"]["version"],
+        "version": deployed_version(instance["status"]),  # what the operator deploys (Git owns spec.version)
     }
 
 

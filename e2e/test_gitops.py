@@ -30,6 +30,7 @@ from e2e.conftest import Cluster, OperatorProcess
 from e2e.flux import Flux, spec_writers
 from e2e.gitserver import GitServer
 from e2e.helpers import wait_for
+from e2e.localcluster.appimages import STANDIN_IMAGE
 from e2e.migration_support import (
     APP_CONFIG,
     APP_SECRET,
@@ -75,7 +76,8 @@ def manifests(db: DbConfig, version: str, name: str = "chat", **spec: Any) -> li
          "stringData": {"password": db.password}},
         {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "coai-app"}, "stringData": APP_SECRET},
         {"apiVersion": "coai.dev/v1alpha1", "kind": "CoaiInstance", "metadata": {"name": name},
-         "spec": {"version": version, "secretRef": {"name": "coai-app"}, "config": dict(APP_CONFIG),
+         "spec": {"version": version, "image": STANDIN_IMAGE, "healthPath": "/health",
+                  "secretRef": {"name": "coai-app"}, "config": dict(APP_CONFIG),
                   "database": {"host": db.host, "port": db.port, "name": db.database, "user": db.user,
                                "passwordSecretRef": {"name": "coai-db"}}, **spec}},
     ]

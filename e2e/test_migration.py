@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from coai_operator.engine.dbconfig import DbConfig
+from coai_operator.instance.upgrade import deployed_version
 from e2e.conftest import Cluster, OperatorProcess
 from e2e.helpers import wait_for
 from e2e.migration_support import (
@@ -61,10 +62,14 @@ def test_upgrade_1_8_to_2_0_runs_every_step_for_real(deployed: Deployed) -> None
     assert conditions["Ready"] == "True" and conditions["Failed"] == "False"
 
     instance = deployed.get("coai")
-    assert instance["spec"]["version"] == "2.0.0"
+    # Git owns the spec: the migration deployed 2.0.0 through status.upgrade; the old spec.version is
+    # reported as a refused downgrade until Git (here: nobody) is updated (docs/gitops.md).
+    assert instance["spec"]["version"] == "1.8.0" and deployed_version(instance["status"]) == "2.0.0"
+    stalled = next(c for c in instance["status"]["conditions"] if c["type"] == "Stalled")
+    assert (stalled["status"], stalled["reason"]) == ("True", "Downgrade"), stalled
     assert instance["status"]["version"] == "2.0.0" and instance["status"]["schemaVersion"] == "2.0.0"
     assert not instance["status"].get("activeMigration")
-    assert instance["spec"]["maintenance"] == {"enabled": False}  # as before the migration, no leftovers
+    assert "maintenance" not in instance["spec"] and not instance["status"]["upgrade"].get("maintenance")
     wait_for(lambda: deployed.get("coai")["status"]["phase"] == "Ready", timeout=30,
              message="the instance leaves phase Migrating when the lock is released")
     rollouts = json.loads(deployed.kubectl("get", "events", "--field-selector", "reason=RolloutStarted",
@@ -115,7 +120,7 @@ def test_a_failing_user_sql_step_rolls_everything_back(deployed: Deployed) -> No
     assert table_checksums(db) == before_tables
     assert file_digests(storage) == before_files
     instance = deployed.get("coai")
-    assert instance["spec"]["version"] == "1.8.0" and instance["status"]["version"] == "1.8.0"
+    assert deployed_version(instance["status"]) == "1.8.0" and instance["status"]["version"] == "1.8.0"
     assert deployed.get("deployment")["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":1.8.0")
     wait_for(lambda: deployed.get("configmap", "chat-env")["data"] == before_env, timeout=30,
              message="ConfigMap env restored")
@@ -136,7 +141,7 @@ def test_refusals_change_nothing(deployed: Deployed) -> None:
         assert failed["reason"] == reason and "Nothing was changed" in failed["message"]
         assert not deployed.kubectl("get", "jobs", "-l", f"coai.dev/migration={name}", "-o", "name").stdout
     assert table_checksums(deployed.db) == before
-    assert deployed.get("coai")["spec"]["version"] == "1.8.0"
+    assert deployed_version(deployed.get("coai")["status"]) == "1.8.0"
 
 
 def test_dry_run_plans_and_changes_nothing(deployed: Deployed) -> None:
@@ -178,7 +183,7 @@ def test_a_succeeded_migration_can_be_rolled_back_on_request(deployed: Deployed)
     status = wait_phase(deployed, "up", {"RolledBack"}, timeout=300)["status"]
     assert status["phase"] == "RolledBack", json.dumps(status, indent=1)
     instance = deployed.get("coai")
-    assert instance["spec"]["version"] == "1.8.0" and instance["status"]["schemaVersion"] == "1.8.0"
+    assert deployed_version(instance["status"]) == "1.8.0" and instance["status"]["schemaVersion"] == "1.8.0"
     assert table_checksums(deployed.db) == before
 
 
@@ -188,7 +193,7 @@ def end_state(deployed: Deployed) -> dict:
     counts = {t: query(db, f"SELECT COUNT(*) FROM `{t}`")[0][0] for t in table_checksums(db)}
     instance = deployed.get("coai")
     return {
-        "instance": (instance["spec"]["version"], instance["status"].get("schemaVersion")),
+        "instance": (deployed_version(instance["status"]), instance["status"].get("schemaVersion")),
         "env": {k: v for k, v in deployed.get("configmap", "chat-env")["data"].items() if not k.startswith("MYSQL_")},
         "secret": sorted(secret_data(deployed, "coai-app")),
         "schema": [row[0] for row in query(db, "SELECT version FROM schema_migrations ORDER BY version")],
@@ -256,7 +261,8 @@ def test_graceful_manual_rollback_waits_for_the_request_and_exports_first(deploy
     # Manual: the instance stays locked and in maintenance until a person decides.
     instance = deployed.get("coai")
     assert instance["status"]["activeMigration"] == "graceful"
-    assert instance["spec"]["maintenance"]["enabled"] is True
+    assert instance["status"]["upgrade"]["maintenance"]["migration"] == "graceful"
+    assert deployed.get("deployment")["spec"]["replicas"] == 0
     assert table_checksums(deployed.db) != before
 
     deployed.kubectl("patch", "cmig", "graceful", "--type=merge", "-p", '{"spec": {"rollback": {"requested": true}}}')
@@ -312,7 +318,7 @@ def test_deleting_a_running_migration_rolls_it_back_before_it_goes(deployed: Dep
     assert table_checksums(db) == before_tables
     assert file_digests(deployed.storage_dir()) == before_files
     instance = deployed.get("coai")
-    assert instance["spec"]["version"] == "1.8.0" and not instance["status"].get("activeMigration")
+    assert deployed_version(instance["status"]) == "1.8.0" and not instance["status"].get("activeMigration")
     assert secret_data(deployed, "coai-app") == APP_SECRET
     events = json.loads(deployed.kubectl("get", "events", "--field-selector", "reason=DeletionRequested",
                                          "-o", "json").stdout)["items"]

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from coai_operator.instance import upgrade
 from coai_operator.migration import machine
 from tests.unit.fakekube import FakeKube
 
@@ -136,17 +137,27 @@ class World:
         deployment = self.get("Deployment", "chat")
         if instance is None or deployment is None:
             return
-        spec = instance["spec"]
+        status = instance["status"]
+        spec = self.rendered
         down = bool((spec.get("maintenance") or {}).get("enabled"))
         replicas = 0 if down else 1
         deployment["spec"]["replicas"] = replicas
         deployment["status"] = {"replicas": replicas, "readyReplicas": replicas}
+        status["conditions"] = [{"type": "Ready", "status": "True" if self.instance_ready else "False"}]
         if self.instance_ready:
-            instance["status"].update(version=spec["version"], observedGeneration=instance["metadata"]["generation"])
+            status.update(version=spec["version"], observedGeneration=instance["metadata"]["generation"])
+
+    @property
+    def rendered(self) -> Obj:
+        """The spec the instance controller renders the children from (Git's spec + status.upgrade)."""
+        instance = self.get("CoaiInstance", "chat") or {}
+        status = instance.get("status") or {}
+        version = upgrade.deployed_version(status) or instance["spec"]["version"]
+        return upgrade.effective_spec(instance["spec"], status, version)
 
     # --- the operator --------------------------------------------------------------------------
     def tick(self, name: str = "to-2") -> float | None:
-        events, delay = machine.tick(self.kube, NS, name)
+        events, delay = machine.tick(self.kube, NS, name, wake=False)  # settle() is the instance controller
         self.events += events
         return delay
 

@@ -178,6 +178,16 @@ def test_effective_spec_renders_the_deployed_version_never_the_requested_one() -
     assert body["spec"]["version"] == "2.0.0"  # the input is not modified
 
 
+def test_the_key_pair_a_migration_generated_is_mounted_unless_git_names_one() -> None:
+    body = instance("2.0.0", status={"upgrade": {"version": "2.0.0", "migration": "m",
+                                                 "certs": {"secretRef": {"name": "chat-jwt-keys"}}}})
+    rendered = r.render(with_defaults(up.effective_spec(body["spec"], body["status"], "2.0.0")), "chat", "ns", body)
+    volumes = rendered.deployment["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "certs", "secret": {"secretName": "chat-jwt-keys", "defaultMode": 0o440}} in volumes
+    body["spec"]["certs"] = {"secretRef": {"name": "mine"}}
+    assert up.effective_spec(body["spec"], body["status"], "2.0.0")["certs"] == {"secretRef": {"name": "mine"}}
+
+
 def test_maintenance_held_by_a_migration_wins_over_git() -> None:
     body = instance("2.0.0", status={"upgrade": {"version": "1.9.0", "migration": "m",
                                                  "maintenance": {"migration": "m", "message": "upgrading"}}})

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import copy
+
 from tests.unit.migration_world import World
 
 
 def test_happy_path_runs_every_step_and_releases_the_lock() -> None:
     world = World().setup(storageMigration={"enabled": True})
+    git_spec = copy.deepcopy(world.get("CoaiInstance", "chat")["spec"])
     status = world.run()
     assert status["phase"] == "Succeeded", status
     assert list(world.steps().items()) == [(s, "Succeeded") for s in (
         "Preflight", "Backup", "MaintenanceOn", "ConfigMigration", "Migrate", "StorageMigration", "Rollout",
         "Validate")]
     instance = world.get("CoaiInstance", "chat")
-    assert instance["spec"]["version"] == "2.0.0" and instance["status"]["schemaVersion"] == "2.0.0"
+    assert instance["spec"] == git_spec  # Git owns the spec: the migration acts through status.upgrade
+    assert instance["status"]["upgrade"]["version"] == "2.0.0" and instance["status"]["schemaVersion"] == "2.0.0"
+    assert instance["status"]["version"] == "2.0.0" and world.rendered["version"] == "2.0.0"
+    assert instance["status"]["upgrade"]["migration"] == "to-2" and not instance["status"]["upgrade"].get("maintenance")
     assert not instance["status"].get("activeMigration")
     assert world.ran == ["plan", "backup", "migrate", "migrate-storage", "validate"]
 
@@ -26,8 +32,9 @@ def test_failed_migrate_rolls_back_automatically() -> None:
     assert world.steps()["Migrate"] == "Failed"
     assert world.steps()["RollbackRestore"] == "Succeeded"
     instance = world.get("CoaiInstance", "chat")
-    assert instance["spec"]["version"] == "1.8.0"
-    assert instance["spec"]["config"] == {"LEGACY_AUTH_ENABLED": "true", "OLD_API_FORMAT": "1"}
+    assert instance["status"]["upgrade"]["version"] == "1.8.0" and world.rendered["version"] == "1.8.0"
+    assert not instance["status"]["upgrade"].get("configRules") and not instance["status"]["upgrade"].get("maintenance")
+    assert world.rendered["config"] == {"LEGACY_AUTH_ENABLED": "true", "OLD_API_FORMAT": "1"}
     assert world.get("Secret", "coai-app")["data"] == {"JWT_SECRET": "ampq", "OPENAI_KEY": "c2s="}
     assert not instance["status"].get("activeMigration")
 
@@ -128,7 +135,7 @@ def test_bug2_a_secret_copy_that_cannot_be_written_fails_before_anything_changes
     assert failed["reason"] == "SnapshotIncomplete" and "Nothing was changed" in failed["message"], failed
     assert world.get("ConfigMap", "to-2-snapshot") is None  # never marked complete
     instance = world.get("CoaiInstance", "chat")
-    assert "maintenance" not in instance["spec"] and instance["spec"]["version"] == "1.8.0"
+    assert "maintenance" not in world.rendered and world.rendered["version"] == "1.8.0"
     assert world.get("Secret", "coai-app")["data"] == {"JWT_SECRET": "ampq", "OPENAI_KEY": "c2s="}
     assert not instance["status"].get("activeMigration")
 
@@ -279,8 +286,10 @@ def test_a_migration_to_2_0_generates_the_rs256_key_pair_and_its_rollback_remove
     world = World().setup(validation={"enabled": False})
     assert world.run()["phase"] == "Succeeded"
     instance = world.get("CoaiInstance", "chat")
-    assert instance["spec"]["certs"] == {"secretRef": {"name": "chat-jwt-keys"}}
-    config = instance["spec"]["config"]
+    assert "certs" not in instance["spec"]
+    assert instance["status"]["upgrade"]["certs"] == {"secretRef": {"name": "chat-jwt-keys"}}
+    assert world.rendered["certs"] == {"secretRef": {"name": "chat-jwt-keys"}}
+    config = world.rendered["config"]
     assert (config["JWT_ALGORITHM"], config["JWT_PUBLIC_KEY_FILE"], config["JWT_PRIVATE_KEY_FILE"]) == \
         ("RS256", "/certs/public.pem", "/certs/private.pem")
     keys = world.get("Secret", "chat-jwt-keys")["data"]
@@ -293,7 +302,8 @@ def test_a_migration_to_2_0_generates_the_rs256_key_pair_and_its_rollback_remove
     world.get("CoaiMigration", "to-2")["spec"]["rollback"] = {"requested": True}
     assert world.run()["phase"] == "RolledBack"
     instance = world.get("CoaiInstance", "chat")
-    assert "certs" not in instance["spec"] and "JWT_ALGORITHM" not in instance["spec"]["config"]
+    assert "certs" not in world.rendered and "JWT_ALGORITHM" not in world.rendered["config"]
+    assert not instance["status"]["upgrade"].get("certs")
     # The operator may not delete Secrets: the unused pair stays, owned by (and deleted with) the instance.
     owners = world.get("Secret", "chat-jwt-keys")["metadata"]["ownerReferences"]
     assert [(o["kind"], o["name"]) for o in owners] == [("CoaiInstance", "chat")]
@@ -303,7 +313,8 @@ def test_an_instance_with_its_own_certs_keeps_them() -> None:
     world = World().setup(validation={"enabled": False})
     world.get("CoaiInstance", "chat")["spec"]["certs"] = {"secretRef": {"name": "mine"}}
     assert world.run()["phase"] == "Succeeded"
-    assert world.get("CoaiInstance", "chat")["spec"]["certs"] == {"secretRef": {"name": "mine"}}
+    assert world.rendered["certs"] == {"secretRef": {"name": "mine"}}
+    assert not world.get("CoaiInstance", "chat")["status"]["upgrade"].get("certs")
     assert world.get("Secret", "chat-jwt-keys") is None
 
 
@@ -420,3 +431,17 @@ def test_an_instance_deleted_during_the_migration_fails_it() -> None:
     world.kube.objects.pop(("CoaiInstance", "apps", "chat"))
     status = world.run()
     assert status["phase"] == "Failed" and failed_reason(status) == "InstanceNotFound"
+
+
+def test_a_conflicting_instance_write_is_redone_from_a_fresh_read_and_announced_once() -> None:
+    world = World().setup(validation={"enabled": False})
+    world.results["migrate"] = "pending"
+    world.run_until_step("Migrate")
+    world.results.pop("migrate")
+    # Rollout's status.upgrade writes answer 409 (the instance changed since it was read), more
+    # often than one step retries: the step is retried later, from what the API has then.
+    world.kube.fail("patch/status", "CoaiInstance", 409, times=4, name="chat")
+    assert world.run()["phase"] == "Succeeded"
+    assert all(f.times == 0 for f in world.kube.faults)
+    assert world.get("CoaiInstance", "chat")["status"]["upgrade"]["version"] == "2.0.0"
+    assert world.reasons().count("RolloutStarted") == 1

@@ -62,13 +62,20 @@ def test_plan_refusals_name_a_reason_and_what_to_do(current: str, target: str, r
     assert words in str(refused.value).lower()
 
 
-def test_plan_refuses_missing_or_unsettled_instances() -> None:
+def test_plan_refuses_a_missing_instance() -> None:
     with pytest.raises(planner.PlanRefused, match="does not exist") as missing:
         planner.plan_migration(migration()["spec"], None, TABLE, "chat")
     assert missing.value.reason == "InstanceNotFound"
-    with pytest.raises(planner.PlanRefused) as moving:
-        planner.plan_migration(migration()["spec"], instance("1.8.0", spec_version="1.9.0"), TABLE, "chat")
-    assert moving.value.reason == "InstanceProgressing"
+
+
+
+def test_a_spec_version_ahead_of_the_deployed_one_is_what_the_migration_carries_out() -> None:
+    # Git asks for 2.0.0 (an Automatic upgrade creates the migration); 1.8.0 is deployed and runs.
+    plan = planner.plan_migration(migration("2.0.0")["spec"], instance("1.8.0", spec_version="2.0.0"), TABLE, "chat")
+    assert (plan.from_version, plan.path) == ("1.8.0", ("1.8.0-to-1.9.0", "1.9.0-to-2.0.0"))
+    deployed = instance("1.8.0", spec_version="2.0.0")
+    deployed["status"]["upgrade"] = {"version": "1.9.0"}  # rolled to 1.9.0, the pods not yet reporting it
+    assert planner.plan_migration(migration("2.0.0")["spec"], deployed, TABLE, "chat").from_version == "1.9.0"
 
 
 def test_optional_steps_follow_the_spec() -> None:

@@ -5,6 +5,7 @@ status.upgrade is the operator's side of a version change (see docs/gitops.md):
   release of the same line), and by a CoaiMigration (rollout, rollback). A spec.version that
   needs more than an image change never reaches the Deployment by itself.
 - maintenance: {migration, message} while a CoaiMigration holds the app scaled down.
+- certs: the 2.0 JWT key pair Secret a CoaiMigration generated (used while spec.certs is absent).
 - configRules: the env rules ({rename, set, remove} per hop) a CoaiMigration applied; they act on
   the RENDERED env, so a spec.config in Git that still has the old names keeps working.
 The instance controller reports in status.gitConfigChanges what Git could change so the rules
@@ -188,13 +189,19 @@ def git_config_changes(config: Mapping[str, Any], rules: Sequence[ConfigRules]) 
 
 def effective_spec(spec: Mapping[str, Any], status: Mapping[str, Any], version: str) -> Obj:
     """The spec the children are rendered from: Git's spec with the deployed version, maintenance
-    held by a migration and the migration's env rules applied. Never written anywhere."""
+    held by a migration, the key pair it generated and its env rules applied. Never written anywhere."""
     out = copy.deepcopy(dict(spec))
     out["version"] = version
     held = (status.get("upgrade") or {}).get("maintenance")
     if held and not legacy_migration(status):
         out["maintenance"] = {"enabled": True, "message": held.get("message")
                               or f"CoaiMigration {held.get('migration')} holds maintenance"}
+    certs = (status.get("upgrade") or {}).get("certs")
+    if certs and not out.get("certs"):
+        out["certs"] = copy.deepcopy(certs)
+    digest = (status.get("upgrade") or {}).get("imageDigest")
+    if digest:  # a rollback pinned what ran before
+        out["imageDigest"] = digest
     rules = config_rules(status)
     if rules and isinstance(out.get("config"), dict):
         env = {str(k): ("true" if v is True else "false" if v is False else str(v)) for k, v in out["config"].items()}

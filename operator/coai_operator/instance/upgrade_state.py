@@ -68,6 +68,18 @@ def config_rules_patch(instance: Mapping[str, Any], migration: str,
     return _patch(instance, migration, {"configRules": data or None})
 
 
+def certs_patch(instance: Mapping[str, Any], migration: str, certs: Mapping[str, Any] | None) -> Obj | None:
+    """The key pair Secret the migration generated ({secretRef: {name}}), mounted at /certs unless
+    spec.certs (Git) names one. None removes it (rollback)."""
+    return _patch(instance, migration, {"certs": dict(certs) if certs else None})
+
+
+def image_digest_patch(instance: Mapping[str, Any], migration: str, digest: str | None) -> Obj | None:
+    """Pin the deployed version's image to `digest` (a rollback to what ran before: tags can be
+    re-pushed); None removes the pin (the rollout of the new version)."""
+    return _patch(instance, migration, {"imageDigest": digest or None})
+
+
 def merge(*patches: Obj | None) -> Obj | None:
     """Several of the patches above as one write (e.g. the rollout: version + maintenance off)."""
     upgrade: Obj = {}

@@ -1,12 +1,12 @@
 """The RS256 JWT key pair of CoAI 2.0 (the seed's guide: `auth.jwt.algorithm: RS256` with key
 files in /certs, and a certs volume in its compose file).
 
-When the migrated config selects RS256 with key files under /certs and the instance has no
-`spec.certs`, ConfigMigration generates a key pair into a Secret `<instance>-jwt-keys` (never
-logged, never in a status, an Event or a ConfigMap; owned by the instance, so it goes with it) and
-points `spec.certs` at it; the rollback sets `spec.certs` and the config back as the snapshot has
-them. The operator may never delete Secrets (RBAC), so the unused key Secret stays until the
-instance goes; a later migration to 2.0 reuses it.
+When the migrated config selects RS256 with key files under /certs and the instance mounts no
+certs (`spec.certs` or `status.upgrade.certs`), ConfigMigration generates a key pair into a Secret
+`<instance>-jwt-keys` (never logged, never in a status, an Event or a ConfigMap; owned by the
+instance, so it goes with it) and points `status.upgrade.certs` at it (Git owns the spec); the
+rollback puts `status.upgrade` back as the snapshot has it. The operator may never delete Secrets
+(RBAC), so the unused key Secret stays until the instance goes; a later migration to 2.0 reuses it.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def key_secret(ctx: Ctx, config: Mapping[str, str]) -> Obj:
 
 
 def ensure_key_pair(ctx: Ctx, config: Mapping[str, str], current_certs: Obj | None) -> Obj | None:
-    """The `spec.certs` the instance needs for `config` (None: leave it as it is)."""
+    """The `status.upgrade.certs` the instance needs for `config` (None: leave it as it is)."""
     if current_certs or not wants_key_pair(config):
         return None
     try:

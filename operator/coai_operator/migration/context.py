@@ -15,6 +15,7 @@ class Ctx:
     instance: Obj | None
     status: Obj
     events: list[tuple[str, str, str]] = field(default_factory=list)
+    wake: bool = True  # run the instance controller after a status.upgrade write (tests: their stand-in does)
 
     @property
     def name(self) -> str:

@@ -1,9 +1,11 @@
 """The instance lock: `status.activeMigration` on the CoaiInstance, taken with a resourceVersion
-precondition so two migrations never both hold it."""
+precondition so two migrations never both hold it. The same write claims status.upgrade
+(instance/upgrade_state.py: lock_patch)."""
 
 from __future__ import annotations
 
 from coai_operator import constants
+from coai_operator.instance import upgrade_state
 from coai_operator.kube import KubeError
 from coai_operator.migration.context import Ctx
 from coai_operator.migration.model import Obj, Reason
@@ -31,10 +33,7 @@ def acquire_lock(ctx: Ctx) -> str | None:
     if live_holder(ctx):
         return holder
     try:  # free, or held by a migration that no longer exists
-        ctx.instance = ctx.kube.patch(
-            constants.API_VERSION, constants.INSTANCE_KIND, ctx.namespace, ctx.instance_name,
-            {"metadata": {"resourceVersion": ctx.instance["metadata"]["resourceVersion"]},
-             "status": {"activeMigration": ctx.name}}, subresource="status")
+        ctx.instance = upgrade_state.write(ctx.kube, ctx.instance, upgrade_state.lock_patch(ctx.name), wake=ctx.wake)
     except KubeError as exc:
         if exc.status == 409:  # somebody else was faster; look again next time
             return holder or "another migration"

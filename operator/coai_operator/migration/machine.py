@@ -253,7 +253,7 @@ def begin(ctx: Ctx) -> float | None:
     return 0.0
 
 
-def reconcile(kube: Kube, migration: Obj) -> tuple[Obj, list[tuple[str, str, str]], float | None]:
+def reconcile(kube: Kube, migration: Obj, wake: bool = True) -> tuple[Obj, list[tuple[str, str, str]], float | None]:
     """One look at a migration. Returns (new status, events to post, seconds until the next look)."""
     status = copy.deepcopy(migration.get("status") or {})
     for key in [k for k in status if k not in STATUS_KEYS]:
@@ -261,7 +261,7 @@ def reconcile(kube: Kube, migration: Obj) -> tuple[Obj, list[tuple[str, str, str
     spec = migration["spec"]
     instance = kube.get(constants.API_VERSION, constants.INSTANCE_KIND, migration["metadata"]["namespace"],
                         spec["instanceRef"]["name"])
-    ctx = Ctx(kube=kube, migration=migration, instance=instance, status=status)
+    ctx = Ctx(kube=kube, migration=migration, instance=instance, status=status, wake=wake)
     phase = status.get("phase")
     status["observedGeneration"] = migration["metadata"].get("generation")
 
@@ -303,12 +303,12 @@ def reconcile(kube: Kube, migration: Obj) -> tuple[Obj, list[tuple[str, str, str
 
 
 
-def tick(kube: Kube, namespace: str, name: str) -> tuple[list[tuple[str, str, str]], float | None]:
+def tick(kube: Kube, namespace: str, name: str, wake: bool = True) -> tuple[list[tuple[str, str, str]], float | None]:
     """Read one migration, advance it, write its status if it changed. Returns (events, next delay)."""
     migration = kube.get(constants.API_VERSION, constants.MIGRATION_KIND, namespace, name)
     if migration is None:
         return [], None
-    status, events, delay = reconcile(kube, migration)
+    status, events, delay = reconcile(kube, migration, wake)
     old = {k: v for k, v in (migration.get("status") or {}).items() if k in STATUS_KEYS}
     if status != old:
         patch = {k: status.get(k) for k in set(old) | set(status) if old.get(k) != status.get(k)}

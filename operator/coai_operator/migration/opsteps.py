@@ -1,5 +1,6 @@
 """The steps the operator runs itself (no Job): the snapshot, maintenance, config, rollout and their
-rollback counterparts. Each computes its patch from the snapshot, so repeating it is harmless."""
+rollback counterparts. Each computes its patch from the snapshot, so repeating it is harmless. They
+act on the instance through status.upgrade (instance_writes.py), never its spec."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ from coai_operator import constants
 from coai_operator.bundles import load_bundle
 from coai_operator.bundles.config_migration import ConfigRulesError, merge_rules
 from coai_operator.domain.versions import Hop, Version
+from coai_operator.instance import upgrade_state as us
 from coai_operator.kube import KubeError
 from coai_operator.migration import certs, digest, realjobs
 from coai_operator.migration.context import Ctx
-from coai_operator.migration.instance_writes import patch_instance_spec, set_maintenance
-from coai_operator.migration.model import Obj, Outcome, StepOutcome
+from coai_operator.migration.instance_writes import hold_maintenance, write_upgrade
+from coai_operator.migration.model import Outcome, StepOutcome
 from coai_operator.migration.snapshot import (
     Snapshot,
     encode_secret,
@@ -121,11 +123,6 @@ def wait_instance_ready(ctx: Ctx, version: str) -> StepOutcome:
                                 f"(now {status.get('phase')})")
 
 
-def maintenance_patch(spec: Obj, snap: Snapshot) -> Obj | None:
-    """The merge patch that puts spec.maintenance back as the snapshot has it (keys we added go)."""
-    return map_merge_patch(spec.get("maintenance") or {}, snap.maintenance or {"enabled": False})
-
-
 def config_rules(ctx: Ctx) -> list:
     if realjobs.applies(ctx.migration):  # the real line has no env renames of its own: the user's only
         return merge_rules([], ctx.spec.get("configMigration"))
@@ -139,7 +136,7 @@ def maintenance_on(ctx: Ctx) -> StepOutcome:
     ensure_snapshot(ctx)
     message = (ctx.spec.get("maintenance") or {}).get("message") or \
         f"Upgrading to {ctx.spec['targetVersion']} (CoaiMigration {ctx.name})"
-    if set_maintenance(ctx, True, message):
+    if hold_maintenance(ctx, message):
         ctx.event("MaintenanceOn", f"CoaiInstance {ctx.instance_name} in maintenance: app scaled down")
     return wait_scaled_down(ctx)
 
@@ -148,39 +145,30 @@ def config_migration(ctx: Ctx) -> StepOutcome:
     snap = ensure_snapshot(ctx)
     assert ctx.instance is not None
     try:
-        plan = migrated_config(snap, config_rules(ctx))
+        rules = config_rules(ctx)
+        plan = migrated_config(snap, rules)
     except ConfigRulesError as exc:
         return StepOutcome(FAILED, f"spec.configMigration: {exc}")
-    spec = ctx.instance.get("spec") or {}
-    config_patch = map_merge_patch(spec.get("config") or {}, plan.config)
-    patch: Obj = {"config": config_patch} if config_patch else {}
+    # The rules act on the rendered env (status.upgrade.configRules): spec.config stays as Git has it.
     new_certs = certs.ensure_key_pair(ctx, plan.config, snap.certs)
-    if new_certs and spec.get("certs") != new_certs:
-        patch["certs"] = new_certs
-    patch_instance_spec(ctx, patch)
-    if snap.secret_name:
+    write_upgrade(ctx, lambda inst: us.merge(
+        us.config_rules_patch(inst, ctx.name, rules),
+        us.certs_patch(inst, ctx.name, new_certs) if new_certs else None))
+    if snap.secret_name:  # the Secret's keys are not covered by the rendered-env rules (docs/gitops.md)
         restore_secret(ctx, snap.secret_name, plan.secret)
     message = "; ".join(plan.changes) if plan.changes else "no config changes on this path"
-    if config_patch or plan.changes:
+    if plan.changes:
         ctx.event("ConfigMigrated", message[:1000])
     return StepOutcome(DONE, message[:1000])
 
 
 def rollout(ctx: Ctx) -> StepOutcome:
-    snap = ensure_snapshot(ctx)
-    assert ctx.instance is not None
-    spec = ctx.instance.get("spec") or {}
+    ensure_snapshot(ctx)
     target = str(ctx.spec["targetVersion"])
-    patch: Obj = {}
-    if spec.get("version") != target:
-        patch["version"] = target
-    if spec.get("imageDigest"):
-        patch["imageDigest"] = None  # a pin from an earlier rollback would keep the old image
-    maintenance = maintenance_patch(spec, snap)
-    if maintenance:
-        patch["maintenance"] = maintenance
-    if patch:
-        patch_instance_spec(ctx, patch)
+    if write_upgrade(ctx, lambda inst: us.merge(us.deployed_version_patch(inst, ctx.name, target),
+                                                us.release_maintenance_patch(inst, ctx.name),
+                                                # a pin from an earlier rollback would keep the old image
+                                                us.image_digest_patch(inst, ctx.name, None))):
         ctx.event("RolloutStarted", f"CoaiInstance {ctx.instance_name} -> {target}; maintenance off")
     return wait_instance_ready(ctx, target)
 
@@ -188,7 +176,7 @@ def rollout(ctx: Ctx) -> StepOutcome:
 # --- rollback steps ----------------------------------------------------------------------------
 
 def rollback_maintenance(ctx: Ctx) -> StepOutcome:
-    if set_maintenance(ctx, True, f"Rolling back CoaiMigration {ctx.name}"):
+    if hold_maintenance(ctx, f"Rolling back CoaiMigration {ctx.name}"):
         ctx.event("MaintenanceOn", f"CoaiInstance {ctx.instance_name} in maintenance: app scaled down")
     return wait_scaled_down(ctx)
 
@@ -199,23 +187,14 @@ def rollback_config(ctx: Ctx) -> StepOutcome:
     if inst is None:
         return StepOutcome(FAILED, f"CoaiInstance {ctx.instance_name} was deleted")
     ctx.instance = inst
-    spec = inst.get("spec") or {}
-    patch: Obj = {}
-    config_patch = map_merge_patch(spec.get("config") or {}, snap.config)
-    if config_patch:
-        patch["config"] = config_patch
-    if spec.get("version") != snap.version:
-        patch["version"] = snap.version
-    if snap.image and spec.get("image") != snap.image:
-        patch["image"] = snap.image
-    if spec.get("imageDigest") != snap.image_digest:
-        patch["imageDigest"] = snap.image_digest  # what ran before, not whatever the tag means now
-    maintenance = maintenance_patch(spec, snap)
-    if maintenance:
-        patch["maintenance"] = maintenance
-    if spec.get("certs") != snap.certs:
-        patch["certs"] = snap.certs  # None removes what the migration added
-    patch_instance_spec(ctx, patch)
+    before = snap.upgrade or {}  # status.upgrade as the snapshot has it: None removes what we added
+    write_upgrade(ctx, lambda i: us.merge(
+        us.deployed_version_patch(i, ctx.name, snap.version),
+        us.config_rules_patch(i, ctx.name, before.get("configRules") or []),
+        us.certs_patch(i, ctx.name, before.get("certs")),
+        # what ran before, not whatever the tag means now
+        us.image_digest_patch(i, ctx.name, snap.image_digest),
+        us.release_maintenance_patch(i, ctx.name)))
     if snap.secret_name:
         restore_secret(ctx, snap.secret_name, snap.secret)
     ctx.event("ConfigRestored", f"CoaiInstance {ctx.instance_name} config, Secret and version {snap.version} "

@@ -11,6 +11,7 @@ from typing import Any
 from coai_operator.bundles import realline
 from coai_operator.domain.errors import PlanError
 from coai_operator.domain.versions import CompatTable, Version, plan_path
+from coai_operator.instance.upgrade import deployed_version
 from coai_operator.migration import model, steps
 from coai_operator.migration.model import StepName
 
@@ -49,17 +50,12 @@ class MigrationPlan:
 
 
 def current_version(instance: Mapping[str, Any]) -> str:
-    """The version the instance runs now: what it reports, which the operator last observed."""
-    status = instance.get("status") or {}
-    spec = instance.get("spec") or {}
-    running = status.get("schemaVersion") or status.get("version")
+    """The version the instance runs now: the one the operator deploys (status.upgrade.version). A
+    spec.version ahead of it is what this migration is for (Git asks; the migration carries it out)."""
+    running = deployed_version(instance.get("status") or {})
     if not running:
         raise PlanRefused("InstanceNotReady", f"CoaiInstance {instance['metadata']['name']} has not reported a "
                                               "running version yet; wait until it is Ready, then re-apply")
-    if status.get("version") and spec.get("version") and status["version"] != spec["version"]:
-        raise PlanRefused("InstanceProgressing",
-                          f"CoaiInstance {instance['metadata']['name']} is changing version "
-                          f"({status['version']} -> {spec['version']}); wait until it is Ready")
     return str(running)
 
 

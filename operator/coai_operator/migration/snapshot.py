@@ -30,14 +30,15 @@ class Snapshot:
     config: dict[str, str]
     secret_name: str | None
     secret: dict[str, str]  # decoded values
-    certs: Obj | None = None  # spec.certs (the 2.0 JWT key pair Secret), as it was
+    certs: Obj | None = None  # the certs the instance mounted (spec.certs, else status.upgrade.certs)
+    upgrade: Obj | None = None  # status.upgrade as it was: what the rollback puts back
     image_digest: str | None = None  # what the pods ran (migration/digest.py); a rollback pins it
 
     def to_configmap_data(self) -> dict[str, str]:
         return {
             "instance.json": json.dumps({"version": self.version, "image": self.image,
                                          "maintenance": self.maintenance, "secretName": self.secret_name,
-                                         "certs": self.certs,
+                                         "certs": self.certs, "upgrade": self.upgrade,
                                          **({"imageDigest": self.image_digest} if self.image_digest else {})},
                                         sort_keys=True),
             "config.json": json.dumps(self.config, sort_keys=True),
@@ -55,6 +56,7 @@ class Snapshot:
             secret_name=meta.get("secretName"),
             secret=decode_secret((secret or {}).get("data") or {}),
             certs=meta.get("certs"),
+            upgrade=meta.get("upgrade"),
             image_digest=meta.get("imageDigest"),
         )
 
@@ -74,6 +76,8 @@ def encode_secret(data: Mapping[str, str]) -> dict[str, str]:
 def take_snapshot(instance: Mapping[str, Any], version: str, secret: Mapping[str, Any] | None,
                   image_digest: str | None = None) -> Snapshot:
     spec = instance.get("spec") or {}
+    upgrade = dict((instance.get("status") or {}).get("upgrade") or {})
+    upgrade.pop("migration", None)
     return Snapshot(
         image_digest=image_digest or spec.get("imageDigest"),
         version=version,
@@ -82,7 +86,8 @@ def take_snapshot(instance: Mapping[str, Any], version: str, secret: Mapping[str
         config={str(k): str(v) for k, v in (spec.get("config") or {}).items()},
         secret_name=(spec.get("secretRef") or {}).get("name"),
         secret=decode_secret((secret or {}).get("data") or {}),
-        certs=spec.get("certs"),
+        certs=spec.get("certs") or upgrade.get("certs"),
+        upgrade=upgrade,
     )
 
 
