@@ -250,30 +250,42 @@ class SpecKube:
 
     def patch(self, api_version: str, kind: str, namespace: str, name: str, patch: Obj, **_: Any) -> Obj:
         obj = self.objects[(kind, name)]
-        for key, value in patch.get("spec", {}).items():
-            if value is None:
-                obj["spec"].pop(key, None)
-            else:
-                obj["spec"][key] = value
+
+        def merge(into: Obj, changes: Obj) -> None:
+            for key, value in changes.items():
+                if value is None:
+                    into.pop(key, None)
+                elif isinstance(value, dict) and isinstance(into.get(key), dict):
+                    merge(into[key], value)
+                else:
+                    into[key] = value
+        merge(obj, {k: v for k, v in patch.items() if k != "metadata"})
+        obj["metadata"]["resourceVersion"] = str(int(obj["metadata"].get("resourceVersion") or 1) + 1)
         return obj
 
 
-def test_a_rollback_pins_the_recorded_digest_and_the_next_rollout_removes_it() -> None:
+def test_a_rollback_pins_the_recorded_digest_and_the_next_rollout_removes_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from coai_operator.instance import upgrade_state as us
     from coai_operator.migration.context import Ctx
+
+    monkeypatch.setattr(us.reconcile, "reconcile_named", lambda *_, **__: None)  # no operator to wake here
     from coai_operator.migration.opsteps import rollback_config, rollout
 
     inst = real_instance("4.25.0")
     inst["spec"]["version"] = "4.25.0"
+    inst["metadata"]["resourceVersion"] = "1"
     snap = take_snapshot(real_instance(), "3.10.5", None, DIGEST)
     configmap, _ = snapshot_objects(migration("4.25.0"), snap)
     configmap = {**configmap, "kind": "ConfigMap"}
     kube = SpecKube({**inst, "kind": "CoaiInstance"}, configmap)
     ctx = Ctx(kube=kube, migration=migration("4.25.0"), instance=inst, status={})  # type: ignore[arg-type]
     assert rollback_config(ctx).state == "done"
-    spec = kube.objects[("CoaiInstance", "chat")]["spec"]
-    assert (spec["version"], spec["imageDigest"]) == ("3.10.5", DIGEST)
+    instance = kube.objects[("CoaiInstance", "chat")]
+    upgrade = instance["status"]["upgrade"]  # never the spec: Git owns it
+    assert (upgrade["version"], upgrade["imageDigest"]) == ("3.10.5", DIGEST)
+    assert "imageDigest" not in instance["spec"]
 
     ctx = Ctx(kube=kube, migration=migration("4.25.0"), instance=kube.objects[("CoaiInstance", "chat")],
               status={"steps": []})  # type: ignore[arg-type]
     rollout(ctx)
-    assert "imageDigest" not in spec and spec["version"] == "4.25.0"
+    assert "imageDigest" not in upgrade and upgrade["version"] == "4.25.0"

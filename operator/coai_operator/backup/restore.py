@@ -1,10 +1,10 @@
 """CoaiRestore reconcile: a small state machine kept in status.step, one API step per tick.
 
 Steps: Target (the CoaiInstance and its volumes exist; a new instance is applied by the user
-together with the CoaiRestore) → Maintenance (spec.maintenance
-on, wait for the app to scale to 0) → Restore (the engine Job: it verifies every checksum and the
+together with the CoaiRestore) → Maintenance (held in the instance's status.upgrade, never its spec;
+wait for the app to scale to 0) → Restore (the engine Job: it verifies every checksum and the
 app version BEFORE it changes anything, so a refused restore leaves the target as it was) →
-Version (the instance runs the backup's app version) → Release (maintenance back as it was) →
+Version (status.upgrade deploys the backup's app version) → Release (the hold is dropped) →
 Ready (the instance reports Running). Any failure after Maintenance still runs Release.
 A finished CoaiRestore is never run again (final status, immutable spec).
 """
@@ -18,6 +18,7 @@ from coai_operator import constants
 from coai_operator.backup import jobs
 from coai_operator.backup.controller import BACKUP_KIND, TERMINAL, ProblemError, job_state, resolve_destination
 from coai_operator.conditions import now_rfc3339, set_condition
+from coai_operator.instance import upgrade_state as us
 from coai_operator.instance.spec import Names
 from coai_operator.kube import Kube
 
@@ -91,6 +92,7 @@ def reconcile_restore(kube: Kube, restore: Obj) -> tuple[Obj, Events]:
     events: Events = []
     step = status.get("step") or "Target"
     name = _target_name(restore)
+    holder = f"restore/{meta['name']}"  # who holds status.upgrade's maintenance and version
     status.setdefault("startTime", now_rfc3339())
     status.update(phase="Running", instance=name)
 
@@ -117,15 +119,15 @@ def reconcile_restore(kube: Kube, restore: Obj) -> tuple[Obj, Events]:
         if missing:
             status["message"] = f"waiting for the volumes of {name}: {', '.join(missing)}"
             return status, events
-        status.update(step="Maintenance", previousMaintenance=(instance.get("spec") or {}).get("maintenance") or {})
+        status["step"] = "Maintenance"
         return status, events
     if instance is None:
         return fail("InstanceNotFound", f"CoaiInstance {name} disappeared during the restore")
     if step == "Maintenance":
-        current = (instance.get("spec") or {}).get("maintenance") or {}
-        if not current.get("enabled"):
-            kube.patch(constants.API_VERSION, constants.INSTANCE_KIND, ns, name,
-                       {"spec": {"maintenance": {"enabled": True, "message": f"restore {meta['name']} running"}}})
+        # Held through the instance's status.upgrade, like a migration: Git owns the spec.
+        hold = us.hold_maintenance_patch(instance, holder, f"restore {meta['name']} running")
+        if hold is not None:
+            us.write(kube, instance, hold)
             status["maintenanceTaken"] = True
             events.append(("Normal", "MaintenanceOn", f"CoaiInstance {name} in maintenance for the restore"))
             return status, events
@@ -154,24 +156,22 @@ def reconcile_restore(kube: Kube, restore: Obj) -> tuple[Obj, Events]:
         return status, [("Normal", "Restored", f"database and files restored from {status['where']}")]
     if step == "Version":
         version = status.get("appVersion")
-        if version and (instance.get("spec") or {}).get("version") != version and not spec.get("import"):
-            kube.patch(constants.API_VERSION, constants.INSTANCE_KIND, ns, name, {"spec": {"version": version}})
+        patch = us.deployed_version_patch(instance, holder, str(version)) if version and not spec.get("import") \
+            else None
+        if patch is not None:
+            instance = us.write(kube, instance, patch)
             events.append(("Normal", "VersionSet", f"CoaiInstance {name} runs {version}, the backup's version"))
         status["step"] = "Release"
         return status, events
     if step == "Release":
-        previous = status.get("previousMaintenance") or {"enabled": False}
-        current = (instance.get("spec") or {}).get("maintenance") or {}
-        patch = {k: previous.get(k) for k in set(current) | set(previous) if current.get(k) != previous.get(k)}
-        if patch:
-            kube.patch(constants.API_VERSION, constants.INSTANCE_KIND, ns, name, {"spec": {"maintenance": patch}})
+        us.write(kube, instance, us.release_maintenance_patch(instance, holder))
         if status.get("failedReason"):
             step = "Done"
             return fail(status["failedReason"], status.get("message") or "restore failed")
         status["step"] = "Ready"
         return status, [("Normal", "MaintenanceOff", f"CoaiInstance {name} maintenance back as before")]
     phase = (instance.get("status") or {}).get("phase")
-    if phase in ("Running", "Ready") or (status.get("previousMaintenance") or {}).get("enabled"):
+    if phase in ("Running", "Ready") or ((instance.get("spec") or {}).get("maintenance") or {}).get("enabled"):
         message = f"restored {name} from {status['where']}; the instance is {phase}"
         status.update(phase="Completed", step="Done", message=message, completionTime=now_rfc3339())
         status["conditions"] = set_condition(status.get("conditions"), "Complete", "True", "Restored", message)

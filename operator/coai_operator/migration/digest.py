@@ -2,7 +2,8 @@
 
 Tags move (re-pushed, `latest`), so a rollback to `image:version` could start something else than
 what ran. The kubelet reports what a container really runs in status.containerStatuses[].imageID;
-when that holds a repository digest (`name@sha256:...`) the rollback pins status.upgrade.imageDigest to it (the instance renders image@digest).
+when that holds a repository digest (`name@sha256:...`) the rollback pins status.upgrade.imageDigest to it
+(the instance renders image@digest).
 A bare image ID (`sha256:...` of the config, no repository digest) cannot be pulled by digest:
 then nothing is pinned and the rollback uses the tag.
 """
