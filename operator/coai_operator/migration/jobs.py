@@ -124,7 +124,7 @@ def _volumes(migration: Mapping[str, Any], step: Step, has_backup: bool) -> tupl
                 "claimName": Names(spec["instanceRef"]["name"]).storage_pvc}})
             mounts.append({"name": "storage", "mountPath": STORAGE_MOUNT})
         elif volume in ("config", "config-ro"):
-            # /config/config.yaml: channels with their keys, settings (engine/configfile.py).
+            # /config/config.yaml: channels with their keys, settings (archived as the config tree, engine/backup.py).
             volumes.append({"name": "config", "persistentVolumeClaim": {
                 "claimName": Names(spec["instanceRef"]["name"]).config_pvc}})
             mounts.append({"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": volume == "config-ro"})
