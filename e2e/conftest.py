@@ -34,8 +34,12 @@ from e2e.rbac import _operator_identity, operator_rbac, operator_with_chart_rbac
 REPO = Path(__file__).resolve().parent.parent
 CRDS = REPO / "crds"
 USE_KUBECONFIG = os.environ.get("COAI_E2E_USE_KUBECONFIG") == "1"
-# Pods reach host processes at the bridge address; an existing cluster keeps loopback as before.
-MARIADB_HOST = "127.0.0.1" if USE_KUBECONFIG else GATEWAY
+# Pods reach host processes (MariaDB, the S3 server, the test upstream) at the bridge address; an
+# existing cluster keeps loopback as before unless COAI_E2E_POD_HOST_ADDRESS names one.
+POD_HOST_ADDRESS = os.environ.get("COAI_E2E_POD_HOST_ADDRESS") or ("127.0.0.1" if USE_KUBECONFIG else GATEWAY)
+MARIADB_HOST = POD_HOST_ADDRESS
+# e2e/test_backups.py reads this at import: its S3 server must be where the backup Jobs' pods are.
+os.environ.setdefault("COAI_E2E_S3_HOST", POD_HOST_ADDRESS)
 _mariadb_any = factories.mysql_proc(port=None, user="root",
                                     params=f"--bind-address=127.0.0.1,{MARIADB_HOST} --skip-name-resolve")
 
