@@ -17,7 +17,7 @@ import yaml
 from tests.mariadb import engine_env, query, table_checksums  # noqa: F401  (re-exported)
 
 from coai_operator.engine.dbconfig import DbConfig
-from e2e.conftest import Cluster
+from e2e.conftest import POD_HOST_ADDRESS, Cluster
 from e2e.helpers import wait_for
 from e2e.localcluster.appimages import STANDIN_IMAGE
 from e2e.standin.app import Settings, serving
@@ -113,9 +113,10 @@ def file_digests(root: Path) -> dict[str, bytes]:
 
 
 @contextmanager
-def health_endpoint(host: str = "127.0.0.1") -> Iterator[str]:
+def health_endpoint(host: str = POD_HOST_ADDRESS) -> Iterator[str]:
     """The guide-line stand-in app (e2e/standin, the same code as its image) served from this
-    process, without a database: for a validation that must reach a host address."""
+    process, without a database: for a validation that must reach a host address (where the
+    validation Job's pod reaches host processes: the bridge address on the local real node)."""
     with tempfile.TemporaryDirectory(prefix="standin-") as storage, \
             serving(Settings(version="host", port=0, storage=Path(storage)), host) as url:
         yield url
