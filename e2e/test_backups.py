@@ -19,6 +19,7 @@ from tests.s3 import S3Server, require_versitygw
 
 from e2e.conftest import Cluster
 from e2e.helpers import wait_for
+from e2e.localcluster.appimages import STANDIN_IMAGE
 from e2e.migration_support import Deployed, deploy_instance, file_digests, query, table_checksums
 
 KINDS = ("coaibackuplocations", "coaibackups", "coaibackupschedules", "coairestores")
@@ -180,7 +181,9 @@ def test_restore_into_a_new_instance_in_another_namespace_and_database(
     try:
         with fresh_database(mariadb_server) as db2:
             instance = {"apiVersion": "coai.dev/v1alpha1", "kind": "CoaiInstance", "metadata": {"name": "chat"},
-                        "spec": {"version": "1.8.0", "database": {"host": db2.host, "port": db2.port,
+                        # The guide line's stand-in app: what the pods of this scenario really run.
+                        "spec": {"version": "1.8.0", "image": STANDIN_IMAGE, "healthPath": "/health",
+                                 "database": {"host": db2.host, "port": db2.port,
                                                                   "name": db2.database, "user": db2.user,
                                                                   "passwordSecretRef": {"name": "coai-db"}}}}
             secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "coai-db"},
