@@ -51,7 +51,7 @@ _mariadb_any = factories.mysql_proc(port=None, user="root",
 QUARANTINED = {
     "test_migration.py", "test_instance.py", "test_instance_reconcile.py", "test_kubectl_plugin.py",
     "test_install.py", "test_kube_apply.py", "test_node.py", "test_pod_security.py", "test_rbac.py",
-    "test_network_policy.py", "test_real_app.py",
+    "test_network_policy.py", "test_real_app.py", "test_gitops.py",
 }
 
 
