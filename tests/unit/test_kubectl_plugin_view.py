@@ -7,7 +7,7 @@ from typing import Any
 
 from coai_operator.plugin import cli, view
 
-NOW = view.ts("2026-12-01T09:00:00Z") or 0.0
+NOW = view.parse_time("2026-12-01T09:00:00Z") or 0.0
 
 
 def instance(**status: Any) -> dict[str, Any]:

@@ -4,21 +4,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
 from typing import Any
+
+from coai_operator.metrics import parse_time
 
 Obj = Mapping[str, Any]
 FINAL = ("Succeeded", "Failed", "RolledBack")
 MARKS = {"Succeeded": "[x]", "Running": "[>]", "Failed": "[!]", "Skipped": "[-]"}
-
-
-def ts(value: Any) -> float | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 def duration(seconds: float | None) -> str:
@@ -59,12 +51,12 @@ def pod_summary(pod: Obj, now: float) -> dict[str, Any]:
         "phase": status.get("phase", "Unknown"),
         "ready": f"{sum(1 for c in containers if c.get('ready'))}/{len(containers) or 1}",
         "restarts": sum(int(c.get("restartCount") or 0) for c in containers),
-        "age": duration(now - t) if (t := ts(meta.get("creationTimestamp"))) else "-",
+        "age": duration(now - t) if (t := parse_time(meta.get("creationTimestamp"))) else "-",
     }
 
 
 def step_summary(step: Obj, now: float) -> dict[str, Any]:
-    begin, end = ts(step.get("startedAt")), ts(step.get("finishedAt"))
+    begin, end = parse_time(step.get("startedAt")), parse_time(step.get("finishedAt"))
     took = (end - begin) if begin and end else (now - begin) if begin else None
     return {"name": step.get("name"), "phase": step.get("phase") or "Pending", "job": step.get("job"),
             "duration": duration(took) if took is not None else "", "message": step.get("message") or ""}
@@ -72,7 +64,7 @@ def step_summary(step: Obj, now: float) -> dict[str, Any]:
 
 def migration_summary(migration: Obj, now: float) -> dict[str, Any]:
     meta, spec, status = migration.get("metadata") or {}, migration.get("spec") or {}, migration.get("status") or {}
-    started = ts(status.get("startedAt"))
+    started = parse_time(status.get("startedAt"))
     backup = status.get("backup") or {}
     return {
         "name": meta.get("name"),
@@ -93,7 +85,8 @@ def migration_summary(migration: Obj, now: float) -> dict[str, Any]:
 def backup_summary(backup: Obj, now: float) -> dict[str, Any]:
     """A CoaiBackup, read defensively: its schema belongs to the backup controller."""
     meta, status = backup.get("metadata") or {}, backup.get("status") or {}
-    finished = ts(status.get("completedAt") or status.get("finishedAt")) or ts(meta.get("creationTimestamp"))
+    finished = (parse_time(status.get("completedAt") or status.get("finishedAt"))
+                or parse_time(meta.get("creationTimestamp")))
     total = status.get("bytes") or status.get("sizeBytes")
     if total is None and status.get("artifacts"):
         total = sum(int(a.get("bytes") or 0) for a in status["artifacts"])
@@ -110,7 +103,7 @@ def status_summary(instance: Obj, pods: Iterable[Obj], migration: Obj | None, ba
         b = migration_summary(m, now)["backup"]
         if b and b["completedAt"]:
             listed.append({"name": m["metadata"]["name"], "source": "CoaiMigration", "phase": "Succeeded",
-                           "bytes": b["bytes"], "age": duration(now - (ts(b["completedAt"]) or now))})
+                           "bytes": b["bytes"], "age": duration(now - (parse_time(b["completedAt"]) or now))})
     return {
         "name": meta.get("name"),
         "namespace": meta.get("namespace"),
