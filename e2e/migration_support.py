@@ -17,6 +17,7 @@ import yaml
 from tests.mariadb import engine_env, query, table_checksums  # noqa: F401  (re-exported)
 
 from coai_operator.engine.dbconfig import DbConfig
+from coai_operator.instance.render import APP_UID
 from e2e.conftest import POD_HOST_ADDRESS, Cluster
 from e2e.helpers import wait_for
 from e2e.localcluster.appimages import STANDIN_IMAGE
@@ -79,10 +80,17 @@ def deploy_instance(cluster: Cluster, namespace: str, db: DbConfig, version: str
     deployed.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([*secrets, instance]))
     wait_for(lambda: deployed.kubectl("wait", "--for=condition=Ready", f"coai/{name}", "--timeout=5s",
                                       check=False).returncode == 0, timeout=120, message=f"coai/{name} Ready")
-    storage = deployed.storage_dir()
-    engine(db, "seed-data", "--version", version, "--users", "40", "--conversations-per-user", "3",
-           "--files", str(seed_files), "--storage", str(storage), "--seed", "e2e")
+    seed(deployed, version, users=40, conversations_per_user=3, files=seed_files)
     return deployed
+
+
+def seed(deployed: Deployed, version: str, *, users: int, conversations_per_user: int, files: int) -> None:
+    """Seeded rows, and files on the storage PVC owned by the app's uid, as the app writes them."""
+    storage = deployed.storage_dir()
+    engine(deployed.db, "seed-data", "--version", version, "--users", str(users), "--conversations-per-user",
+           str(conversations_per_user), "--files", str(files), "--storage", str(storage), "--seed", "e2e")
+    for path in [storage, *storage.rglob("*")]:
+        os.chown(path, APP_UID, APP_UID, follow_symlinks=False)
 
 
 def migration_manifest(name: str, target: str, instance: str = "chat", **spec: object) -> str:

@@ -36,9 +36,9 @@ from e2e.migration_support import (
     APP_SECRET,
     Deployed,
     deploy_instance,
-    engine,
     health_endpoint,
     migration_manifest,
+    seed,
     wait_phase,
 )
 
@@ -278,8 +278,7 @@ def from_git(cluster: Cluster, operator: OperatorProcess, namespace: str, db_con
                                            "name": "chat"}])
         flux.wait_applied(namespace, sha, ready=True)
         deployed = Deployed(cluster, namespace, "chat", db_config)
-        engine(db_config, "seed-data", "--version", "1.9.0", "--users", "20", "--conversations-per-user", "2",
-               "--files", "2", "--storage", str(deployed.storage_dir()), "--seed", "e2e")
+        seed(deployed, "1.9.0", users=20, conversations_per_user=2, files=2)
         yield deployed, flux, git, base_url
 
 

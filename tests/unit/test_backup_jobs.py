@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from coai_operator.backup import jobs
 from coai_operator.backup.jobs import Destination
 from coai_operator.backup.schedule import backup_for, candidates
+from coai_operator.instance.render import APP_UID
 
 S3 = {"bucket": "bk", "prefix": "/coai/prod/", "endpoint": "https://s3.example.com", "pathStyle": False,
       "credentialsSecretRef": {"name": "s3-creds"}, "caBundleSecretRef": {"name": "ca", "key": "bundle.pem"}}
@@ -49,6 +50,7 @@ def test_backup_job_args_env_and_mounts() -> None:
     assert mounts["storage"]["readOnly"] is True
     assert job["spec"]["backoffLimit"] == 0 and job["spec"]["activeDeadlineSeconds"] > 0
     assert pod["securityContext"]["runAsNonRoot"] is True
+    assert (pod["securityContext"]["runAsUser"], pod["securityContext"]["fsGroup"]) == (APP_UID, APP_UID)
     assert job["metadata"]["ownerReferences"][0]["kind"] == "CoaiBackup"
     assert jobs.job_name(BACKUP, "backup") == jobs.job_name(BACKUP, "backup") != jobs.job_name(BACKUP, "delete0")
     assert "bk-key" not in json.dumps(pod["containers"][0]["args"])

@@ -137,6 +137,18 @@ def test_config_yaml_is_read_by_backups_and_written_only_by_the_restore() -> Non
     assert "--config" not in args and args[args.index("--include") + 1] == "database"
 
 
+def test_jobs_write_the_instance_volumes_as_the_app_does() -> None:
+    """A Job that could not write what the app wrote fails with EACCES on /storage (seen on the real node)."""
+    default = jobs.build_job(migration(), instance(), planner.STORAGE)["spec"]["template"]["spec"]
+    assert {k: default["securityContext"][k] for k in ("runAsUser", "runAsGroup", "fsGroup")} == \
+        {"runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001}
+    own = {"runAsNonRoot": True, "runAsUser": 2000, "runAsGroup": 3000, "fsGroup": 3000}
+    pod = jobs.build_job(migration(), instance(podSecurityContext=own), planner.STORAGE)
+    context = pod["spec"]["template"]["spec"]["securityContext"]
+    assert (context["runAsUser"], context["runAsGroup"], context["fsGroup"]) == (2000, 3000, 3000)
+    assert context["seccompProfile"] == {"type": "RuntimeDefault"}
+
+
 def test_jobs_are_restricted_by_default_and_take_the_job_template() -> None:
     job = jobs.build_job(migration(), instance(), planner.MIGRATE)
     pod = job["spec"]["template"]["spec"]

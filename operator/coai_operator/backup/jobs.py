@@ -19,9 +19,9 @@ from coai_operator.instance.spec import Names
 from coai_operator.migration.jobs import (
     DEFAULT_RESOURCES,
     RESTRICTED_CONTAINER_SECURITY,
-    RESTRICTED_POD_SECURITY,
     database_env,
     engine_image,
+    job_pod_security,
 )
 
 Obj = dict[str, Any]
@@ -133,7 +133,7 @@ def engine_job(owner: Mapping[str, Any], action: str, args: list[str], dest: Des
         "terminationMessagePath": RESULT_FILE, "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     pod_spec: Obj = {"restartPolicy": "Never",
-                     "securityContext": {**RESTRICTED_POD_SECURITY, **(template.get("podSecurityContext") or {})},
+                     "securityContext": job_pod_security(instance, template),
                      "containers": [container], "volumes": volumes, "automountServiceAccountToken": False}
     for key in ("serviceAccountName", "nodeSelector", "tolerations", "imagePullSecrets"):
         if template.get(key):

@@ -48,6 +48,16 @@ DEFAULT_POD_SECURITY_CONTEXT: Obj = {
     "fsGroupChangePolicy": "OnRootMismatch",
     "seccompProfile": {"type": "RuntimeDefault"},
 }
+IDENTITY_KEYS = ("runAsUser", "runAsGroup", "fsGroup", "fsGroupChangePolicy", "supplementalGroups")
+
+
+def data_identity(spec: Spec | None) -> Obj:
+    """The uid/gid the app writes its volumes as. Jobs that read or write those volumes (migrations,
+    backups, restores) take it too: with another identity they could not write what the app wrote."""
+    context = (spec or {}).get("podSecurityContext", DEFAULT_POD_SECURITY_CONTEXT) or {}
+    return {key: copy.deepcopy(context[key]) for key in IDENTITY_KEYS if key in context}
+
+
 DEFAULT_CONTAINER_SECURITY_CONTEXT: Obj = {
     "allowPrivilegeEscalation": False,
     "readOnlyRootFilesystem": True,

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from coai_operator import constants
+from coai_operator.instance.render import data_identity
 from coai_operator.instance.spec import Names, with_defaults
 from coai_operator.migration import names, testfaults
 from coai_operator.migration.names import (  # noqa: F401  (backup_location: re-exported)
@@ -51,6 +52,15 @@ RESTRICTED_CONTAINER_SECURITY: Obj = {
     "capabilities": {"drop": ["ALL"]},
     "seccompProfile": {"type": "RuntimeDefault"},
 }
+
+
+def job_pod_security(instance: Mapping[str, Any] | None, template: Mapping[str, Any]) -> Obj:
+    """Restricted, with the instance's data identity (files the app wrote stay writable), then the
+    jobTemplate's own override."""
+    identity = data_identity((instance or {}).get("spec")) if instance else {}
+    return {**RESTRICTED_POD_SECURITY, **identity, **(template.get("podSecurityContext") or {})}
+
+
 DEFAULT_RESOURCES: Obj = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
 
 
@@ -167,7 +177,7 @@ def build_job(migration: Mapping[str, Any], instance: Mapping[str, Any], step: s
     }
     pod_spec: Obj = {
         "restartPolicy": "Never",
-        "securityContext": {**RESTRICTED_POD_SECURITY, **(template.get("podSecurityContext") or {})},
+        "securityContext": job_pod_security(instance, template),
         "containers": [container],
         "volumes": volumes,
         "automountServiceAccountToken": False,
