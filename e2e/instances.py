@@ -11,6 +11,10 @@ import yaml
 from coai_operator.engine.dbconfig import DbConfig
 from e2e.localcluster.appimages import STANDIN_IMAGE
 
+# The stand-in is a small Python server. The app's production default (100m CPU, 1 GiB requested)
+# would let only a handful of instances fit on the 2-core test node (the fault matrix runs 29).
+STANDIN_RESOURCES = {"requests": {"cpu": "10m", "memory": "48Mi"}, "limits": {"memory": "256Mi"}}
+
 
 def standin_instance(db: DbConfig, name: str = "coai", version: str = "2.0.0", **spec: Any) -> str:
     """The manifests (password Secret + CoaiInstance) as one YAML stream for `kubectl apply -f -`."""
@@ -18,7 +22,7 @@ def standin_instance(db: DbConfig, name: str = "coai", version: str = "2.0.0", *
               "stringData": {"password": db.password}}
     instance = {
         "apiVersion": "coai.dev/v1alpha1", "kind": "CoaiInstance", "metadata": {"name": name},
-        "spec": {"version": version, "image": STANDIN_IMAGE,
+        "spec": {"version": version, "image": STANDIN_IMAGE, "resources": STANDIN_RESOURCES,
                  "database": {"host": db.host, "port": db.port, "name": db.database, "user": db.user,
                               "passwordSecretRef": {"name": f"{name}-db"}},
                  **spec},

@@ -20,6 +20,7 @@ from coai_operator.engine.dbconfig import DbConfig
 from coai_operator.instance.render import APP_UID
 from e2e.conftest import POD_HOST_ADDRESS, Cluster
 from e2e.helpers import wait_for
+from e2e.instances import STANDIN_RESOURCES
 from e2e.localcluster.appimages import STANDIN_IMAGE
 from e2e.standin.app import Settings, serving
 
@@ -72,7 +73,8 @@ def deploy_instance(cluster: Cluster, namespace: str, db: DbConfig, version: str
     instance = {
         "apiVersion": "coai.dev/v1alpha1", "kind": "CoaiInstance", "metadata": {"name": name},
         # The guide's 1.6 - 2.0 line has no public image: its stand-in app really runs instead.
-        "spec": {"version": version, "image": STANDIN_IMAGE, "healthPath": "/health", "secretRef": {"name": "coai-app"},
+        "spec": {"version": version, "image": STANDIN_IMAGE, "resources": STANDIN_RESOURCES, "healthPath": "/health",
+                 "secretRef": {"name": "coai-app"},
                  "config": dict(APP_CONFIG),
                  "database": {"host": db.host, "port": db.port, "name": db.database, "user": db.user,
                               "passwordSecretRef": {"name": "coai-db"}}},

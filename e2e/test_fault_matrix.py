@@ -38,8 +38,11 @@ from e2e.migration_support import (
 FINISHED = {"Succeeded", "Failed", "RolledBack"}
 # A rollback is forced by failing Validate (the last forward step: everything was changed).
 FORCE_ROLLBACK = "Validate=engine-fails"
+# 29 cells at once on the 2-core node: small Job requests (or they wait for CPU), and a pod-start
+# deadline that fires for the never-scheduled pod of the podStart fault, not for a busy node.
 SPEC = {"storageMigration": {"enabled": True}, "validation": {"checks": ["database", "dataIntegrity"]},
-        "deadlines": {"podStart": 10}, "rollback": {"mode": "Graceful"}}
+        "deadlines": {"podStart": 60}, "rollback": {"mode": "Graceful"},
+        "jobTemplate": {"resources": {"requests": {"cpu": "10m", "memory": "96Mi"}, "limits": {"memory": "512Mi"}}}}
 
 
 @dataclass

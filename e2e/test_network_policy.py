@@ -1,7 +1,7 @@
 """NetworkPolicies enforced on the real node (kube-router's firewall, e2e/localcluster/netpol.py).
 
-- On a cluster that enforces policies (the local cluster once its real node starts the firewall,
-  `LocalCluster.firewall`; or an existing cluster with COAI_E2E_NETPOL_ENFORCED=1): a CoaiInstance
+- On a cluster that enforces policies (the local node with kube-router's firewall, on for that test
+  only: `LocalNode.start_firewall()`; or an existing cluster with COAI_E2E_NETPOL_ENFORCED=1): the real app
   with managed Redis (generated password): a pod in another namespace cannot open a TCP connection
   to the Redis Service, a pod of the instance's namespace without the app's labels cannot either, a
   pod with them can; the app's port is closed to other namespaces; a login through the app (which
@@ -29,6 +29,7 @@ import pytest
 import yaml
 
 from coai_operator import constants
+from coai_operator.engine.dbconfig import DbConfig
 from coai_operator.instance import redis_auth
 from coai_operator.instance import render as r
 from e2e.conftest import Cluster, OperatorProcess
@@ -39,9 +40,8 @@ from e2e.localcluster.node import NODE_NAME
 pytestmark = pytest.mark.e2e
 
 APP_IMAGE = os.environ.get("COAI_E2E_APP_IMAGE", constants.DEFAULT_APP_IMAGE)
-APP_VERSION = os.environ.get("COAI_E2E_APP_VERSION", "3.11.2")
+APP_VERSION = os.environ.get("COAI_E2E_APP_VERSION", "3.11.1")
 PROBE_IMAGE = os.environ.get("COAI_ENGINE_IMAGE", constants.OPERATOR_IMAGE)  # has python3
-DB_HOST = os.environ.get("COAI_E2E_DB_HOST", "")
 # The upstream app's first user (created when `auth` is empty), see shared/docs/coai-facts.md.
 LOGIN = {"username": "root", "password": "chatnio123456"}
 
@@ -56,20 +56,22 @@ LOGIN_PROBE = ("import json,sys,urllib.request\n"
                "sys.exit(0 if body.get('status') is True and body.get('token') else 1)\n")
 
 
-def enforcing(cluster: Cluster) -> bool:
-    if cluster.local is not None:
-        proc = getattr(cluster.local, "firewall", None)
-        return proc is not None and proc.poll() is None
-    return os.environ.get("COAI_E2E_NETPOL_ENFORCED") == "1"
-
-
 @pytest.fixture
-def enforced(cluster: Cluster) -> Cluster:
-    if not enforcing(cluster):
-        pytest.skip("the cluster does not enforce NetworkPolicies (no real node with kube-router's firewall)")
-    if not DB_HOST:
-        pytest.skip("COAI_E2E_DB_HOST: a MariaDB the real node's pods can reach")
-    return cluster
+def enforced(cluster: Cluster) -> Iterator[Cluster]:
+    """The local node with kube-router's firewall on for this test; an existing cluster must say it
+    enforces policies (COAI_E2E_NETPOL_ENFORCED=1)."""
+    if cluster.local is None:
+        if os.environ.get("COAI_E2E_NETPOL_ENFORCED") != "1":
+            pytest.skip("an existing cluster without COAI_E2E_NETPOL_ENFORCED=1 may not enforce NetworkPolicies")
+        yield cluster
+        return
+    node = cluster.local.node
+    assert node is not None
+    node.start_firewall()
+    try:
+        yield cluster
+    finally:
+        node.stop_firewall()
 
 
 def run_pod(cluster: Cluster, namespace: str, name: str, script: str, args: list[str],
@@ -102,12 +104,13 @@ def run_pod(cluster: Cluster, namespace: str, name: str, script: str, args: list
     return phase, log
 
 
-def instance_manifest(name: str) -> dict[str, Any]:
+def instance_manifest(name: str, db: DbConfig) -> dict[str, Any]:
     return {
         "apiVersion": constants.API_VERSION, "kind": constants.INSTANCE_KIND, "metadata": {"name": name},
         "spec": {
-            "version": APP_VERSION, "image": APP_IMAGE, "healthPath": "/",
-            "database": {"host": DB_HOST, "passwordSecretRef": {"name": f"{name}-db"}},
+            "version": APP_VERSION, "image": APP_IMAGE, "offline": {"enabled": True},
+            "database": {"host": db.host, "port": db.port, "name": db.database, "user": db.user,
+                         "passwordSecretRef": {"name": f"{name}-db"}},
             "redis": {"managed": {"enabled": True}},
             "config": {"SERVE_STATIC": "false"},
         },
@@ -115,14 +118,14 @@ def instance_manifest(name: str) -> dict[str, Any]:
 
 
 def test_managed_redis_is_reachable_only_from_its_app(enforced: Cluster, operator: OperatorProcess,
-                                                      namespace: str) -> None:
+                                                      namespace: str, db_config: DbConfig) -> None:
     cluster, name = enforced, "chat"
     other = f"{namespace}-other"
     cluster.kubectl("create", "namespace", other)
     try:
         cluster.kubectl("create", "secret", "generic", f"{name}-db", "-n", namespace,
-                        f"--from-literal=password={os.environ.get('COAI_E2E_DB_PASSWORD', '')}")
-        cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(instance_manifest(name)))
+                        f"--from-literal=password={db_config.password}")
+        cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(instance_manifest(name, db_config)))
         wait_for(lambda: cluster.kubectl("wait", "--for=condition=Ready", f"coai/{name}", "-n", namespace,
                                          "--timeout=5s", check=False).returncode == 0,
                  timeout=600, message="CoaiInstance Ready")

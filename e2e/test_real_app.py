@@ -4,8 +4,9 @@ an upgrade 3.10.5 -> 4.25.0 through its API, a rollback to the recorded digest, 
 
 Needs the real node (kubelet + containerd) with the images `programzmh/chatnio:<version>` built from
 e2e/localcluster/build_coai.py's binaries, and host processes (MariaDB, the stand-in upstream)
-reachable from pods: the address comes from the cluster harness (`LocalCluster.pod_host_address`)
-or $COAI_E2E_POD_HOST_ADDRESS. Without them the module is skipped, never faked.
+reachable from pods: the address is the harness's bridge address (`e2e.conftest.POD_HOST_ADDRESS`);
+on an existing cluster (COAI_E2E_USE_KUBECONFIG) $COAI_E2E_POD_HOST_ADDRESS must name one, or the
+module is skipped, never faked.
 """
 
 from __future__ import annotations
@@ -26,22 +27,22 @@ from tests.realapp import MODEL, STAND_IN_ANSWER, STAND_IN_KEY, StandInUpstream
 
 from coai_operator.engine.coaiapi import DEFAULT_ROOT_PASSWORD, ROOT_USER, CoaiClient
 from coai_operator.engine.dbconfig import DbConfig
-from e2e.conftest import Cluster, OperatorProcess
+from e2e.conftest import POD_HOST_ADDRESS, Cluster, OperatorProcess
 from e2e.helpers import wait_for
 from e2e.migration_support import Deployed, migration_manifest, wait_phase
 
 OLD, NEW = "3.10.5", "4.25.0"
 ADMIN_PASSWORD = "e2e-Root-password"
 # The app runs as nobody (coai-facts.md: measured uid 65534 with writable volumes); the engine Jobs
-# take the same identity so they can read and restore what the app wrote on the volumes.
+# take the instance's identity by themselves (migration/jobs.py job_pod_security).
 APP_IDENTITY = {"runAsNonRoot": True, "runAsUser": 65534, "runAsGroup": 65534, "fsGroup": 65534,
                 "seccompProfile": {"type": "RuntimeDefault"}}
-JOB_TEMPLATE = {"podSecurityContext": {"runAsUser": 65534, "runAsGroup": 65534, "fsGroup": 65534}}
 ALL_CHECKS = ["database", "health", "login", "quota", "fingerprint", "chat", "dataIntegrity"]
 
 
 def _pod_host_address(cluster: Cluster) -> str | None:
-    return os.environ.get("COAI_E2E_POD_HOST_ADDRESS") or getattr(cluster.local, "pod_host_address", None)
+    """The harness's bridge address on the local cluster; on an existing cluster only when named."""
+    return POD_HOST_ADDRESS if cluster.local or os.environ.get("COAI_E2E_POD_HOST_ADDRESS") else None
 
 
 def _real_node(cluster: Cluster) -> bool:
@@ -148,7 +149,7 @@ def add_channel_and_key(instance: RealInstance, upstream: StandInUpstream) -> st
 
 def upgrade(instance: RealInstance, name: str, **spec: object) -> dict:
     instance.deployed.kubectl("apply", "-f", "-", input=migration_manifest(
-        name, NEW, jobTemplate=JOB_TEMPLATE, **spec))
+        name, NEW, **spec))
     return wait_phase(instance.deployed, name, {"Succeeded", "Failed", "RolledBack"}, timeout=900)
 
 

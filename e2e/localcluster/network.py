@@ -23,8 +23,10 @@ GATEWAY = "10.244.0.1"
 POD_CIDR = "10.244.0.0/24"
 NETWORK_NAME = "coai-e2e"
 FORWARD_CHAIN = "COAI-E2E-FORWARD"
-# Chains the node's components create (kube-proxy, kubelet, CNI portmap) and ours.
+# Chains the node's components create (kube-proxy, kubelet, CNI portmap, kube-router) and ours.
 CHAIN_PREFIXES = ("KUBE-", "CNI-", "COAI-E2E")
+# kube-router's firewall alone (its chains and ipsets), removed when the firewall stops mid-run.
+FIREWALL_CHAIN_PREFIXES = ("KUBE-ROUTER-", "KUBE-POD-FW-", "KUBE-NWPLCY-")
 TABLES = ("filter", "nat", "mangle", "raw")
 # The kubelet sets these at start (protectKernelDefaults: false); they are host-wide.
 SYSCTLS = ("vm.overcommit_memory", "kernel.panic", "kernel.panic_on_oops")
@@ -46,7 +48,7 @@ def _chains(binary: str, table: str) -> list[str]:
     return [line.split()[1] for line in done.stdout.splitlines() if line.startswith("-N ")]
 
 
-def _all_chains() -> dict[str, list[str]]:
+def all_chains() -> dict[str, list[str]]:
     return {f"{b}/{t}": _chains(b, t) for b in ("iptables", "ip6tables") for t in TABLES}
 
 
@@ -57,7 +59,8 @@ def record_host_state() -> None:
     RECORD.parent.mkdir(parents=True, exist_ok=True)
     RECORD.write_text(json.dumps({
         "sysctls": {name: _sysctl_path(name).read_text().strip() for name in SYSCTLS},
-        "chains": _all_chains(),
+        "chains": all_chains(),
+        "ipsets": ipsets(),
         "dirs": [d for d in HOST_DIRS if Path(d).exists()],
         "cgroups": [str(p) for p in Path("/sys/fs/cgroup").glob("*/kubepods")],
     }))
@@ -90,9 +93,28 @@ def cni_config(ipam_dir: Path) -> dict:
     }
 
 
-def _remove_new_chains(before: dict[str, list[str]]) -> None:
-    ours = re.compile("^(" + "|".join(re.escape(p) for p in CHAIN_PREFIXES) + ")")
-    for key, chains in _all_chains().items():
+def ipsets() -> list[str]:
+    if shutil.which("ipset") is None:
+        return []
+    return _run("ipset", "list", "-n", check=False).stdout.split()
+
+
+def _remove_new_ipsets(before: list[str]) -> None:
+    """After the chains that refer to them are gone (a set in use cannot be destroyed)."""
+    for name in ipsets():
+        if name not in before:
+            _run("ipset", "destroy", name, check=False)
+
+
+def remove_firewall(chains_before: dict[str, list[str]], ipsets_before: list[str]) -> None:
+    """Undo kube-router's firewall only: the node's other chains stay."""
+    _remove_new_chains(chains_before, FIREWALL_CHAIN_PREFIXES)
+    _remove_new_ipsets(ipsets_before)
+
+
+def _remove_new_chains(before: dict[str, list[str]], prefixes: tuple[str, ...] = CHAIN_PREFIXES) -> None:
+    ours = re.compile("^(" + "|".join(re.escape(p) for p in prefixes) + ")")
+    for key, chains in all_chains().items():
         binary, table = key.split("/")
         new = [c for c in chains if ours.match(c) and c not in before.get(key, [])]
         if not new:
@@ -146,6 +168,7 @@ def restore_host() -> None:
     unmount_under(*HOST_DIRS)
     _run("ip", "link", "del", BRIDGE, check=False)
     _remove_new_chains(before["chains"])
+    _remove_new_ipsets(before.get("ipsets", []))
     for name, value in before["sysctls"].items():
         with contextlib.suppress(OSError):
             _sysctl_path(name).write_text(value + "\n")

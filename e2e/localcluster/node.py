@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from e2e.localcluster import build_binaries, network, pause, pki
+from e2e.localcluster import build_binaries, netpol, network, pause, pki
 from e2e.localcluster.network import GATEWAY
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ LOCK_TIMEOUT = float(os.environ.get("COAI_E2E_NODE_LOCK_TIMEOUT", "1800"))
 CNI_BIN = "/usr/lib/cni"
 RUNC = "/usr/sbin/runc"
 # Stopped in this order; containerd last, after its containers are gone.
-PROCESSES = ("provisioner", "coredns", "apiserver-relay", "kube-proxy", "kubelet", "containerd")
+PROCESSES = ("kube-router", "provisioner", "coredns", "apiserver-relay", "kube-proxy", "kubelet", "containerd")
 
 
 def acquire_lock() -> TextIO:
@@ -70,6 +70,7 @@ class LocalNode:
         self.bins = build_binaries.node_bin_dir()
         self.lock: TextIO | None = None
         self.timings: dict[str, float] = {}
+        self._before_firewall: tuple[dict[str, list[str]], list[str]] | None = None
 
     @property
     def socket(self) -> Path:
@@ -241,6 +242,30 @@ state = "{root / 'state'}"
                                  f"--volumes-dir={self.dir / 'volumes'}", f"--node={NODE_NAME}"],
                  env={**c.env(), "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
         c.wait(lambda: c.http_ok(f"http://127.0.0.1:{ready}/ready"), "CoreDNS ready")
+
+    @property
+    def firewall(self) -> subprocess.Popen | None:
+        """kube-router's NetworkPolicy firewall, while it runs (start_firewall)."""
+        return self.cluster.processes.get("kube-router")
+
+    def start_firewall(self) -> None:
+        """Enforce NetworkPolicies on this node with kube-router (netpol.py) until stop_firewall().
+        Off unless asked for: the other scenarios run with the operator's policies present but not
+        enforced, as on a cluster without a policy engine."""
+        if self.firewall is not None:
+            return
+        netpol.build()
+        self._before_firewall = (network.all_chains(), network.ipsets())
+        c = self.cluster
+        c._spawn("kube-router", netpol.firewall_args(c.kubeconfig, NODE_NAME))
+        c.wait(lambda: any(chain.startswith("KUBE-ROUTER-") for chain in network.all_chains()["iptables/filter"]),
+               "kube-router's firewall chains")
+
+    def stop_firewall(self) -> None:
+        self.cluster.stop_process("kube-router")
+        if self._before_firewall is not None:
+            network.remove_firewall(*self._before_firewall)
+            self._before_firewall = None
 
     def wait_ready(self) -> None:
         c = self.cluster
