@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
-from e2e.localcluster import buildcache
+from e2e.localcluster import build_binaries, build_coai, build_flux, build_versitygw, buildcache, netpol
 
 # A fake build command: writes the two files a "build" produces into the staging directory ($0).
 FAKE_BUILD = 'mkdir -p "$0/crds" && printf crd > "$0/crds/a.yaml" && printf tool > "$0/tool"'
@@ -134,3 +135,25 @@ def test_go_mod_replaces_and_wrapper_modules() -> None:
         "module coai-e2e/helm\n\ngo 1.24\n\nrequire helm.sh/helm/v3 v3.19.5\n")
     assert buildcache.gomod("k", "k8s.io/kubernetes v1.35.4", ["k8s.io/api => k8s.io/api v0.35.4"]).endswith(
         "require k8s.io/kubernetes v1.35.4\n\nreplace (\n\tk8s.io/api => k8s.io/api v0.35.4\n)\n")
+
+
+def test_the_cache_keys_stay_the_warm_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A changed directory name is a cold rebuild (36 minutes in CI): change these only on purpose."""
+    versions = [k for k in ("K8S", "ETCD", "HELM", "CONTAINERD", "COREDNS", "FLUX", "VERSITYGW", "KUBE_ROUTER",
+                            "TIKTOKEN_LOADER") if f"COAI_{k}_VERSION" in os.environ]
+    if versions:
+        pytest.skip(f"versions overridden: {versions}")
+    monkeypatch.delenv("COAI_SOURCE_GIT", raising=False)
+    root = buildcache.CACHE_ROOT
+    paths = [build_binaries.bin_dir(), build_binaries.node_bin_dir(), build_flux.flux_dir(), build_versitygw.binary(),
+             netpol.binary(), build_coai.build_dir("3.10.5"), build_coai.build_dir("4.25.0")]
+    assert [p.relative_to(root).as_posix() for p in paths] == [
+        "bin/k8s-v1.35.4_etcd-v3.6.16_helm-v3.19.5",
+        "node/containerd-v2.3.7_coredns-v1.15.0",
+        "flux/v1.9.6",
+        "bin/versitygw-v1.8.0/versitygw",
+        "kube-router/v2.1.0/kube-router",
+        "coai/3.10.5/34d759e80b4ba43e",
+        "coai/4.25.0/49ebfb7e5c57b2e0",
+    ]
+    assert {m.CACHE_ROOT for m in (build_binaries, build_coai, build_flux, build_versitygw, netpol)} == {root}
