@@ -75,6 +75,11 @@ class Report:
         print(f"  {format_row(row)}", file=sys.stderr, flush=True)
         return row
 
+    def failed(self, what: str, exc: BaseException) -> None:
+        """Record a part that broke (the report goes on: one broken part must not hide the others)."""
+        self.errors.append(f"{what}: {type(exc).__name__}: {exc}"[:2000])
+        log(f"{what} failed: {exc}")
+
     def to_dict(self) -> dict[str, Any]:
         return {"meta": self.meta, "rows": [r.to_dict() for r in self.rows], "details": self.details,
                 "errors": self.errors}

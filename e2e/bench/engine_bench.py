@@ -496,9 +496,8 @@ def run(report: Report, *, scale: float, workdir: Path | None = None, repeat: in
         for part in (bench.backup, bench.restore, bench.profile, bench.migrate, bench.storage_migration):
             try:
                 part()
-            except Exception as exc:  # report and go on: one broken part must not hide the others
-                report.errors.append(f"engine {part.__name__}: {type(exc).__name__}: {exc}"[:2000])
-                log(f"engine {part.__name__} failed: {exc}")
+            except Exception as exc:
+                report.failed(f"engine {part.__name__}", exc)
     finally:
         bench.stop()
         if not keep:

@@ -500,8 +500,7 @@ def run(report: Report, *, sizes: list[int], idle_seconds: float, resync_seconds
                 details[f"N={n}"] = {"baseline": base.summary(), "coai": ours.summary()}
                 report_pair(report, base, ours, resync_seconds)
             except Exception as exc:
-                report.errors.append(f"operator N={n}: {type(exc).__name__}: {exc}"[:2000])
-                log(f"operator N={n} failed: {exc}")
+                report.failed(f"operator N={n}", exc)
         if profile and sizes:
             n = max(sizes)
             log(f"operator: N={n} coai-operator again, under the sampling profiler (not a measured run)")
@@ -512,15 +511,14 @@ def run(report: Report, *, sizes: list[int], idle_seconds: float, resync_seconds
                 for line in details["profile"]["sampler"]["reconcile_inclusive"][:12]:
                     log(f"  reconcile inclusive: {line}")
             except Exception as exc:
-                report.errors.append(f"operator profile: {type(exc).__name__}: {exc}"[:2000])
+                report.failed("operator profile", exc)
         if migration:
             from e2e.bench import migration_bench
 
             try:
                 migration_bench.run(report, bench, scale=scale, users=migration_users)
             except Exception as exc:
-                report.errors.append(f"CoaiMigration e2e: {type(exc).__name__}: {exc}"[:2000])
-                log(f"CoaiMigration e2e failed: {exc}")
+                report.failed("CoaiMigration e2e", exc)
     finally:
         bench.stop()
         if not keep:

@@ -12,27 +12,25 @@ Already built versions are skipped, so a warm run costs a few stat() calls.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
-import shutil
-import subprocess
 import sys
-import tempfile
-import time
+from collections.abc import Callable
 from pathlib import Path
+
+try:
+    from e2e.localcluster import buildcache
+except ModuleNotFoundError:  # run as a script, or imported with e2e/localcluster on sys.path
+    import buildcache
 
 K8S_VERSION = os.environ.get("COAI_K8S_VERSION", "v1.35.4")
 ETCD_VERSION = os.environ.get("COAI_ETCD_VERSION", "v3.6.16")
 HELM_VERSION = os.environ.get("COAI_HELM_VERSION", "v3.19.5")
 CONTAINERD_VERSION = os.environ.get("COAI_CONTAINERD_VERSION", "v2.3.7")
 COREDNS_VERSION = os.environ.get("COAI_COREDNS_VERSION", "v1.15.0")
-CACHE_ROOT = Path(os.environ.get("COAI_E2E_CACHE", Path.home() / ".cache" / "coai-operator"))
+CACHE_ROOT = buildcache.CACHE_ROOT
 
 K8S_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kubelet", "kube-proxy")
-LOCAL_REPLACE = re.compile(r"^\s*(?:replace\s+)?(\S+)\s+=>\s+(\./\S+|\.\./\S+)\s*$")
-
-
 CONTAINERD_COMMANDS = ("containerd", "ctr", "containerd-shim-runc-v2")
 
 
@@ -45,40 +43,9 @@ def node_bin_dir() -> Path:
     return CACHE_ROOT / "node" / f"containerd-{CONTAINERD_VERSION}_coredns-{COREDNS_VERSION}"
 
 
-def _go_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(CGO_ENABLED="0", GOFLAGS="-mod=mod", GOWORK="off")
-    return env
-
-
-def _run(cmd: list[str], cwd: Path) -> str:
-    print("+", " ".join(cmd), flush=True)
-    done = subprocess.run(cmd, cwd=cwd, env=_go_env(), check=True, stdout=subprocess.PIPE, text=True)
-    return done.stdout
-
-
-def _module_gomod(module: str, version: str, cwd: Path) -> str:
-    info = json.loads(_run(["go", "mod", "download", "-json", f"{module}@{version}"], cwd))
-    return Path(info["GoMod"]).read_text()
-
-
 def local_replacements(gomod: str) -> list[str]:
     """Modules that a go.mod replaces with a local directory (the staging / sibling modules)."""
-    modules = []
-    in_block = False
-    for line in gomod.splitlines():
-        stripped = line.strip()
-        if stripped.startswith("replace ("):
-            in_block = True
-            continue
-        if in_block and stripped == ")":
-            in_block = False
-            continue
-        if in_block or stripped.startswith("replace "):
-            match = LOCAL_REPLACE.match(stripped)
-            if match:
-                modules.append(match.group(1))
-    return modules
+    return [module for module, target, _ in buildcache.replaces(gomod) if target.startswith(".")]
 
 
 def _major_matches(module: str, version: str) -> bool:
@@ -88,65 +55,49 @@ def _major_matches(module: str, version: str) -> bool:
     return int(suffix.group(1)) == major if suffix else major <= 1
 
 
-def _wrapper(workdir: Path, name: str, module: str, version: str, sibling_version: str) -> None:
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "go.mod").write_text(f"module coai-e2e/{name}\n\ngo 1.24\n")
-    gomod = _module_gomod(module, version, workdir)
+def _wrapper(wd: Path, module: str, version: str, sibling_version: str) -> Path:
+    gomod = Path(buildcache.module_download(module, version, wd)["GoMod"]).read_text()
     siblings = [m for m in local_replacements(gomod) if _major_matches(m, sibling_version)]
-    replaces = "\n".join(f"\t{m} => {m} {sibling_version}" for m in siblings)
-    (workdir / "go.mod").write_text(
-        f"module coai-e2e/{name}\n\ngo 1.24\n\nrequire {module} {version}\n\nreplace (\n{replaces}\n)\n"
-    )
+    return buildcache.wrapper_module(wd, f"{module} {version}", [f"{m} => {m} {sibling_version}" for m in siblings])
 
 
 def build_kubernetes(out: Path, work: Path) -> None:
-    staging_version = "v0." + K8S_VERSION.removeprefix("v1.")
-    wd = work / "kubernetes"
-    _wrapper(wd, "kubernetes", "k8s.io/kubernetes", K8S_VERSION, staging_version)
+    wd = _wrapper(work / "kubernetes", "k8s.io/kubernetes", K8S_VERSION, "v0." + K8S_VERSION.removeprefix("v1."))
     major, minor = K8S_VERSION.removeprefix("v").split(".")[:2]
     stamp = []
     for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
         stamp += [f"-X {pkg}.gitVersion={K8S_VERSION}", f"-X {pkg}.gitMajor={major}",
                   f"-X {pkg}.gitMinor={minor}", f"-X {pkg}.gitTreeState=clean"]
     pkgs = [f"k8s.io/kubernetes/cmd/{c}" for c in K8S_COMMANDS]
-    _run(["go", "build", "-trimpath", "-ldflags", "-s -w " + " ".join(stamp), "-o", str(out) + "/", *pkgs], wd)
+    buildcache.go(["build", "-trimpath", "-ldflags", "-s -w " + " ".join(stamp), "-o", f"{out}/", *pkgs], wd)
 
 
 def build_etcd(out: Path, work: Path) -> None:
-    wd = work / "etcd"
-    _wrapper(wd, "etcd", "go.etcd.io/etcd/server/v3", ETCD_VERSION, ETCD_VERSION)
-    _run(["go", "build", "-trimpath", "-ldflags", "-s -w", "-o", str(out / "etcd"), "go.etcd.io/etcd/server/v3"], wd)
+    wd = _wrapper(work / "etcd", "go.etcd.io/etcd/server/v3", ETCD_VERSION, ETCD_VERSION)
+    buildcache.go(["build", "-trimpath", "-ldflags", "-s -w", "-o", str(out / "etcd"), "go.etcd.io/etcd/server/v3"], wd)
 
 
 def build_helm(out: Path, work: Path) -> None:
-    wd = work / "helm"
-    wd.mkdir(parents=True, exist_ok=True)
-    (wd / "go.mod").write_text(f"module coai-e2e/helm\n\ngo 1.24\n\nrequire helm.sh/helm/v3 {HELM_VERSION}\n")
-    _run(["go", "build", "-trimpath", "-ldflags", "-s -w", "-o", str(out / "helm"), "helm.sh/helm/v3/cmd/helm"], wd)
-
-
-def _plain_module(work: Path, name: str, module: str, version: str) -> Path:
-    wd = work / name
-    wd.mkdir(parents=True, exist_ok=True)
-    (wd / "go.mod").write_text(f"module coai-e2e/{name}\n\ngo 1.24\n\nrequire {module} {version}\n")
-    return wd
+    wd = buildcache.wrapper_module(work / "helm", f"helm.sh/helm/v3 {HELM_VERSION}")
+    buildcache.go(["build", "-trimpath", "-ldflags", "-s -w", "-o", str(out / "helm"), "helm.sh/helm/v3/cmd/helm"], wd)
 
 
 def build_containerd(out: Path, work: Path) -> None:
     module = "github.com/containerd/containerd/v2"
-    wd = _plain_module(work, "containerd", module, CONTAINERD_VERSION)
+    wd = buildcache.wrapper_module(work / "containerd", f"{module} {CONTAINERD_VERSION}")
     ldflags = f"-s -w -X {module}/version.Version={CONTAINERD_VERSION}"
-    _run(["go", "build", "-trimpath", "-tags", "no_btrfs no_devmapper no_zfs", "-ldflags", ldflags,
-          "-o", str(out) + "/", *(f"{module}/cmd/{c}" for c in CONTAINERD_COMMANDS)], wd)
+    buildcache.go(["build", "-trimpath", "-tags", "no_btrfs no_devmapper no_zfs", "-ldflags", ldflags,
+                   "-o", f"{out}/", *(f"{module}/cmd/{c}" for c in CONTAINERD_COMMANDS)], wd)
 
 
 def build_coredns(out: Path, work: Path) -> None:
-    wd = _plain_module(work, "coredns", "github.com/coredns/coredns", COREDNS_VERSION)
-    _run(["go", "build", "-trimpath", "-ldflags", "-s -w", "-o", str(out / "coredns"),
-          "github.com/coredns/coredns"], wd)
+    wd = buildcache.wrapper_module(work / "coredns", f"github.com/coredns/coredns {COREDNS_VERSION}")
+    buildcache.go(["build", "-trimpath", "-ldflags", "-s -w", "-o", str(out / "coredns"),
+                   "github.com/coredns/coredns"], wd)
 
 
-TARGETS = {
+# target -> (the binaries it builds, its build, the cache directory they land in)
+TARGETS: dict[str, tuple[tuple[str, ...], buildcache.Build, Callable[[], Path]]] = {
     "etcd": (("etcd",), build_etcd, bin_dir),
     "kubernetes": (K8S_COMMANDS, build_kubernetes, bin_dir),
     "helm": (("helm",), build_helm, bin_dir),
@@ -158,19 +109,8 @@ TARGETS = {
 def ensure_built(targets: list[str] | None = None) -> Path:
     """Build what is missing; the control-plane binary directory (node targets: node_bin_dir())."""
     for name in targets or list(TARGETS):
-        binaries, builder, where = TARGETS[name]
-        out = where()
-        out.mkdir(parents=True, exist_ok=True)
-        if all((out / b).is_file() for b in binaries):
-            continue
-        started = time.monotonic()
-        with tempfile.TemporaryDirectory(prefix=f"coai-build-{name}-") as tmp:
-            staging = Path(tmp) / "out"
-            staging.mkdir()
-            builder(staging, Path(tmp))
-            for b in binaries:  # move into place only when the whole build succeeded
-                shutil.move(str(staging / b), out / b)
-        print(f"built {name} in {time.monotonic() - started:.0f}s", flush=True)
+        binaries, build, where = TARGETS[name]
+        buildcache.ensure(where(), binaries, build, name)
     return bin_dir()
 
 

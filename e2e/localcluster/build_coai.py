@@ -15,23 +15,22 @@ under the names tiktoken-go looks for in TIKTOKEN_CACHE_DIR, so the app can chat
 from __future__ import annotations
 
 import argparse
-import fcntl
-import hashlib
-import json
 import os
 import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
+try:
+    from e2e.localcluster import buildcache
+except ModuleNotFoundError:  # run as a script, or imported with e2e/localcluster on sys.path
+    import buildcache
+
 REPO = Path(__file__).resolve().parents[2]
-CACHE_ROOT = Path(os.environ.get("COAI_E2E_CACHE", Path.home() / ".cache" / "coai-operator"))
+CACHE_ROOT = buildcache.CACHE_ROOT
 
 
 @dataclass(frozen=True)
@@ -74,14 +73,6 @@ def source_dir() -> Path:
     return Path(os.environ.get("COAI_SOURCE_DIR", REPO.parent / "shared" / "coai-src"))
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _source(version: str) -> Source:
     if version not in SOURCES:
         raise SourceError(f"unknown CoAI version {version!r}; known: {', '.join(SOURCES)}")
@@ -98,18 +89,12 @@ def build_dir(version: str) -> Path:
     return CACHE_ROOT / "coai" / version / source_key(version)[:16]
 
 
-def _run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
-    print("+", " ".join(cmd), flush=True)
-    done = subprocess.run(cmd, cwd=cwd, env=env, check=True, stdout=subprocess.PIPE, text=True)
-    return done.stdout
-
-
 def _unpack_archive(version: str, into: Path) -> Path:
     archive = source_dir() / f"coai-{version}.tar.gz"
     if not archive.is_file():
         raise SourceError(f"{archive} not found: set COAI_SOURCE_DIR to the archives' directory "
                           "or COAI_SOURCE_GIT to a clone URL of github.com/coaidev/coai")
-    actual = sha256_of(archive)
+    actual = buildcache.file_sha256(archive)
     if actual != _source(version).sha256:
         raise SourceError(f"{archive}: sha256 {actual} differs from the expected {_source(version).sha256}")
     with tarfile.open(archive) as tar:
@@ -123,80 +108,39 @@ def _unpack_archive(version: str, into: Path) -> Path:
 def _checkout_git(version: str, into: Path) -> Path:
     src = _source(version)
     root = into / f"coai-{version}"
-    _run(["git", "clone", "--quiet", "--no-checkout", os.environ["COAI_SOURCE_GIT"], str(root)], into)
-    _run(["git", "-c", "advice.detachedHead=false", "checkout", "--quiet", src.commit], root)
-    head = _run(["git", "rev-parse", "HEAD"], root).strip()
+    buildcache.run(["git", "clone", "--quiet", "--no-checkout", os.environ["COAI_SOURCE_GIT"], str(root)], into)
+    buildcache.run(["git", "-c", "advice.detachedHead=false", "checkout", "--quiet", src.commit], root)
+    head = buildcache.run(["git", "rev-parse", "HEAD"], root).strip()
     if head != src.commit:
         raise SourceError(f"git checkout of {version} is at {head}, expected {src.commit}")
     return root
 
 
-def _go_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(CGO_ENABLED="1", GOFLAGS="-mod=mod", GOWORK="off")
-    return env
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Serialises builds of one version across processes (two harnesses may ask at once)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
-
-
-def _complete(out: Path) -> bool:
-    return (out / "chat").is_file() and all((out / f).exists() for f in RUNTIME_FILES)
+def _build(version: str, out: Path, work: Path) -> None:
+    root = _checkout_git(version, work) if os.environ.get("COAI_SOURCE_GIT") else _unpack_archive(version, work)
+    buildcache.go(["build", "-trimpath", "-ldflags", "-s -w", "-o", str(out / "chat"), "."], root, cgo=True)
+    for rel in RUNTIME_FILES:
+        target = out / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if (root / rel).is_dir() else shutil.copy2)(root / rel, target)
+    (out / "SOURCE").write_text(f"{version} {source_key(version)}\n")
 
 
 def ensure_built(version: str) -> Path:
     """Directory with `chat` and the runtime files of `version`, built once per source."""
-    out = build_dir(version)
-    if _complete(out):
-        return out
-    with _locked(out.parent / ".lock"):
-        if _complete(out):
-            return out
-        started = time.monotonic()
-        with tempfile.TemporaryDirectory(prefix=f"coai-build-{version}-") as tmp:
-            work = Path(tmp)
-            root = _checkout_git(version, work) if os.environ.get("COAI_SOURCE_GIT") else _unpack_archive(version, work)
-            staging = work / "out"
-            staging.mkdir()
-            _run(["go", "build", "-trimpath", "-ldflags", "-s -w", "-o", str(staging / "chat"), "."], root, _go_env())
-            for rel in RUNTIME_FILES:
-                target = staging / rel
-                target.parent.mkdir(parents=True, exist_ok=True)
-                (shutil.copytree if (root / rel).is_dir() else shutil.copy2)(root / rel, target)
-            (staging / "SOURCE").write_text(f"{version} {source_key(version)}\n")
-            if out.exists():  # a partial leftover of an interrupted build
-                shutil.rmtree(out)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            os.rename(staging, out)
-        print(f"built coai {version} in {time.monotonic() - started:.0f}s -> {out}", flush=True)
-    return out
+    return buildcache.ensure(build_dir(version), (*RUNTIME_FILES, "chat"), partial(_build, version), f"coai {version}")
+
+
+def _lay_out_tiktoken(out: Path, work: Path) -> None:
+    assets = Path(buildcache.module_download(TIKTOKEN_MODULE, TIKTOKEN_VERSION, work / "tiktoken")["Dir"]) / "assets"
+    for encoding, name in TIKTOKEN_FILES.items():
+        shutil.copyfile(assets / f"{encoding}.tiktoken", out / name)
 
 
 def tiktoken_dir() -> Path:
     """Directory to point TIKTOKEN_CACHE_DIR at: the BPE files under tiktoken-go's cache names."""
-    out = CACHE_ROOT / "tiktoken" / TIKTOKEN_VERSION
-    if all((out / name).is_file() for name in TIKTOKEN_FILES.values()):
-        return out
-    with _locked(out.parent / ".lock"), tempfile.TemporaryDirectory(prefix="coai-tiktoken-") as tmp:
-        (Path(tmp) / "go.mod").write_text("module coai-e2e/tiktoken\n\ngo 1.20\n")
-        info = json.loads(_run(["go", "mod", "download", "-json", f"{TIKTOKEN_MODULE}@{TIKTOKEN_VERSION}"],
-                               Path(tmp), _go_env()))
-        assets = Path(info["Dir"]) / "assets"
-        staging = Path(tmp) / "out"
-        staging.mkdir()
-        for encoding, name in TIKTOKEN_FILES.items():
-            shutil.copyfile(assets / f"{encoding}.tiktoken", staging / name)
-        if out.exists():
-            shutil.rmtree(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(staging, out)
-    return out
+    return buildcache.ensure(CACHE_ROOT / "tiktoken" / TIKTOKEN_VERSION, tuple(TIKTOKEN_FILES.values()),
+                             _lay_out_tiktoken, f"tiktoken {TIKTOKEN_VERSION}")
 
 
 def main() -> int:

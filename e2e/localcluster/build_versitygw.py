@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
+
+try:
+    from e2e.localcluster import buildcache
+except ModuleNotFoundError:  # run as a script, or imported with e2e/localcluster on sys.path
+    import buildcache
 
 VERSION = os.environ.get("COAI_VERSITYGW_VERSION", "v1.8.0")
 MODULE = "github.com/versity/versitygw/cmd/versitygw"
-CACHE_ROOT = Path(os.environ.get("COAI_E2E_CACHE", Path.home() / ".cache" / "coai-operator"))
+CACHE_ROOT = buildcache.CACHE_ROOT
 
 
 def bin_dir() -> Path:
@@ -26,21 +29,12 @@ def binary() -> Path:
     return bin_dir() / "versitygw"
 
 
+def _build(out: Path, work: Path) -> None:
+    buildcache.go(["install", f"{MODULE}@{VERSION}"], work, nice=10, GOBIN=str(out))
+
+
 def ensure_built() -> Path:
-    target = binary()
-    if target.is_file() and os.access(target, os.X_OK):
-        return target
-    out = bin_dir()
-    out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="versitygw-build-") as work:
-        env = dict(os.environ, CGO_ENABLED="0", GOWORK="off", GOBIN=work)
-        subprocess.run(["nice", "-n", "10", "go", "install", f"{MODULE}@{VERSION}"], env=env, check=True)
-        built = Path(work) / "versitygw"
-        tmp = out / ".versitygw.tmp"
-        built.replace(tmp) if built.stat().st_dev == out.stat().st_dev else tmp.write_bytes(built.read_bytes())
-        tmp.chmod(0o755)
-        tmp.replace(target)  # atomic: a half-built binary is never at the final name
-    return target
+    return buildcache.ensure(bin_dir(), ("versitygw",), _build, f"versitygw {VERSION}") / "versitygw"
 
 
 def main() -> int:

@@ -19,13 +19,11 @@ chatnio) builds and prints the map.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import hashlib
 import json
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import yaml
@@ -34,8 +32,8 @@ from coai_operator.constants import DEFAULT_APP_IMAGE
 from coai_operator.instance.render import REDIS_GID, REDIS_PORT, REDIS_UID
 from coai_operator.instance.spec import DEFAULT_REDIS_IMAGE
 from e2e.localcluster import appimages
-from e2e.localcluster.build_binaries import CACHE_ROOT
 from e2e.localcluster.buildah import Buildah, context_digest, stage_names
+from e2e.localcluster.buildcache import CACHE_ROOT, locked
 from e2e.localcluster.debian import Rootfs, ensure_rootfs
 from e2e.localcluster.imagetar import Layer, Member, image_config, write_archive, write_layer
 
@@ -192,17 +190,6 @@ BUILDERS: dict[str, Callable[[], dict[str, Path]]] = {
 }
 
 
-@contextmanager
-def _lock() -> Iterator[None]:
-    CACHE.mkdir(parents=True, exist_ok=True)
-    with (CACHE / ".lock").open("w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def ensure_images(only: Iterable[str] | None = None) -> dict[str, Path]:
     """Image name -> archive for every image (or the groups in `only`: operator, redis, standin, chatnio)."""
     groups = list(only) if only is not None else list(BUILDERS)
@@ -210,7 +197,7 @@ def ensure_images(only: Iterable[str] | None = None) -> dict[str, Path]:
     if unknown:
         raise ValueError(f"unknown image group(s) {unknown}; known: {list(BUILDERS)}")
     images: dict[str, Path] = {}
-    with _lock():
+    with locked(CACHE / ".lock"):
         for group in groups:
             images.update(BUILDERS[group]())
     return images

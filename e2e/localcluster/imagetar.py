@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from e2e.localcluster.buildcache import file_sha256
+
 # A fixed timestamp: the same inputs give a byte-identical archive.
 EPOCH = 0
 ARCHES = {"x86_64": "amd64", "aarch64": "arm64"}
@@ -47,14 +49,6 @@ class Member:
     uid: int = 0
     gid: int = 0
     symlink: str | None = None
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def write_layer(out: Path, members: Iterable[Member]) -> Layer:

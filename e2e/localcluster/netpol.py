@@ -18,13 +18,16 @@ import argparse
 import os
 import shutil
 import subprocess
-import sys
-import time
 from pathlib import Path
+
+try:
+    from e2e.localcluster import buildcache
+except ModuleNotFoundError:  # run as a script, or imported with e2e/localcluster on sys.path
+    import buildcache
 
 KUBE_ROUTER_VERSION = os.environ.get("COAI_KUBE_ROUTER_VERSION", "v2.1.0")
 KUBE_ROUTER_MODULE = "github.com/cloudnativelabs/kube-router/v2"
-CACHE_ROOT = Path(os.environ.get("COAI_E2E_CACHE", Path.home() / ".cache" / "coai-operator"))
+CACHE_ROOT = buildcache.CACHE_ROOT
 SERVICE_CIDR = "10.96.0.0/16"  # e2e/localcluster/cluster.py's --service-cluster-ip-range
 RUNTIME_COMMANDS = ("iptables", "iptables-save", "iptables-restore", "ipset")
 
@@ -37,16 +40,14 @@ def binary() -> Path:
     return bin_dir() / "kube-router"
 
 
-def build() -> float:
-    """`go install` kube-router (no replace directives in its go.mod) unless cached; seconds spent."""
-    if binary().exists():
-        return 0.0
-    start = time.monotonic()
-    bin_dir().mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "CGO_ENABLED": "0", "GOBIN": str(bin_dir()), "GOFLAGS": "-mod=mod", "GOWORK": "off"}
-    subprocess.run(["nice", "-n", "10", "go", "install", "-ldflags", "-s -w",
-                    f"{KUBE_ROUTER_MODULE}/cmd/kube-router@{KUBE_ROUTER_VERSION}"], check=True, env=env)
-    return time.monotonic() - start
+def _build(out: Path, work: Path) -> None:
+    buildcache.go(["install", "-ldflags", "-s -w", f"{KUBE_ROUTER_MODULE}/cmd/kube-router@{KUBE_ROUTER_VERSION}"],
+                  work, nice=10, GOBIN=str(out))
+
+
+def ensure_built() -> Path:
+    """`go install` kube-router (no replace directives in its go.mod) unless cached; the binary."""
+    return buildcache.ensure(bin_dir(), ("kube-router",), _build, f"kube-router {KUBE_ROUTER_VERSION}") / "kube-router"
 
 
 def missing_commands() -> list[str]:
@@ -97,9 +98,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--print", action="store_true", help="print the binary's path")
     args = parser.parse_args()
-    seconds = build()
-    if seconds:
-        print(f"kube-router {KUBE_ROUTER_VERSION} built in {seconds:.0f}s", file=sys.stderr)
+    ensure_built()
     if args.print:
         print(binary())
 

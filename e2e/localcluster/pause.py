@@ -10,13 +10,12 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import subprocess
 import tarfile
 import tempfile
 from pathlib import Path
 
-from e2e.localcluster import build_binaries
+from e2e.localcluster import build_binaries, buildcache
 
 # The name containerd's CRI config pins as its sandbox image (node.py writes it into the config).
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10.1"
@@ -24,12 +23,8 @@ PAUSE_IMAGE = "registry.k8s.io/pause:3.10.1"
 
 def _pause_source() -> Path:
     work = Path(tempfile.gettempdir()) / "coai-pause-src"
-    work.mkdir(exist_ok=True)
-    (work / "go.mod").write_text("module coai-e2e/pause\n\ngo 1.24\n")
-    done = subprocess.run(["go", "mod", "download", "-json", f"k8s.io/kubernetes@{build_binaries.K8S_VERSION}"],
-                          cwd=work, check=True, capture_output=True, text=True,
-                          env={**os.environ, "GOFLAGS": "-mod=mod", "GOWORK": "off"})
-    return Path(json.loads(done.stdout)["Dir"]) / "build" / "pause" / "linux" / "pause.c"
+    info = buildcache.module_download("k8s.io/kubernetes", build_binaries.K8S_VERSION, work)
+    return Path(info["Dir"]) / "build" / "pause" / "linux" / "pause.c"
 
 
 def _blob(layout: dict[str, bytes], data: bytes, media_type: str) -> dict:
@@ -75,7 +70,7 @@ def ensure_pause_image() -> Path:
     """The archive of PAUSE_IMAGE, built when its source changed."""
     source = _pause_source()
     digest = hashlib.sha256(source.read_bytes() + PAUSE_IMAGE.encode()).hexdigest()[:16]
-    archive = build_binaries.CACHE_ROOT / "images" / f"pause-{digest}.tar"
+    archive = buildcache.CACHE_ROOT / "images" / f"pause-{digest}.tar"
     if archive.is_file():
         return archive
     archive.parent.mkdir(parents=True, exist_ok=True)

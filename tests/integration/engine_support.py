@@ -144,6 +144,14 @@ def make_storage(root: Path) -> None:
     (root / "link-to-notes").symlink_to("notes 'quoted' \"x\".txt")
 
 
+def populated_app(cfg: DbConfig, storage: Path) -> Path:
+    """The app's schema with rows in `cfg`'s database, and a storage tree at `storage` (returned)."""
+    create_schema(cfg)
+    populate(cfg)
+    make_storage(storage)
+    return storage
+
+
 @dataclass
 class EngineRun:
     returncode: int

@@ -10,9 +10,7 @@ import pytest
 from coai_operator.engine.dbconfig import DbConfig
 
 from .engine_support import (
-    create_schema,
-    make_storage,
-    populate,
+    populated_app,
     query,
     recreate_database,
     routines_and_views,
@@ -27,11 +25,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def app(db_config: DbConfig, tmp_path: Path) -> Path:
     """A populated database and storage tree; returns the storage root."""
-    create_schema(db_config)
-    populate(db_config)
-    storage = tmp_path / "storage"
-    make_storage(storage)
-    return storage
+    return populated_app(db_config, tmp_path / "storage")
 
 
 def _backup(db_env: dict[str, str], target: Path, storage: Path, *extra: str) -> dict:

@@ -16,7 +16,7 @@ import pytest
 from coai_operator.engine.dbconfig import DbConfig
 from tests.s3 import S3Server, require_versitygw
 
-from .engine_support import create_schema, make_storage, populate, query, run_engine, table_checksums, tree_digest
+from .engine_support import populated_app, query, run_engine, table_checksums, tree_digest
 from .test_backup_security import _children
 
 pytestmark = pytest.mark.integration
@@ -32,11 +32,8 @@ def _bulk(cfg: DbConfig, mib: int) -> None:
 
 @pytest.fixture
 def app(db_config: DbConfig, tmp_path: Path) -> Path:
-    create_schema(db_config)
-    populate(db_config)
-    storage = tmp_path / "storage"
-    make_storage(storage)
-    return storage
+    """A populated database and storage tree; returns the storage root."""
+    return populated_app(db_config, tmp_path / "storage")
 
 
 def _env(db_env: dict[str, str], s3: S3Server, **extra: str) -> dict[str, str]:
