@@ -254,7 +254,7 @@ state = "{root / 'state'}"
         enforced, as on a cluster without a policy engine."""
         if self.firewall is not None:
             return
-        netpol.build()
+        netpol.ensure_built()
         self._before_firewall = (network.all_chains(), network.ipsets())
         c = self.cluster
         c._spawn("kube-router", netpol.firewall_args(c.kubeconfig, NODE_NAME))
