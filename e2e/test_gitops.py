@@ -47,14 +47,11 @@ END = {"Succeeded", "Failed", "RolledBack"}
 # These need the CoaiMigration to act through status.upgrade (instance/upgrade_state.py) and to plan
 # from the deployed version: until then it writes the spec, and waits while spec.version differs
 # from status.version. They run by themselves once the static check finds no spec writer.
-# The scenarios that run a whole upgrade under GitOps have not passed on the real node yet: their
-# first run there hit a validation endpoint on loopback (fixed since, not re-run) and each waits up
-# to 8 minutes when it fails. Off until one passing run, so they cannot push CI past its time limit
-# (issue 15, see the session note). The spec-writer condition stays: it must hold in any case.
-needs_status_migration = pytest.mark.skip(
-    reason="whole GitOps upgrades: not yet verified on the real node (issue 15)"
-    if not package_spec_writers() else
-    f"migration/ still writes CoaiInstance.spec ({', '.join(sorted(package_spec_writers()))})")
+# A whole upgrade under GitOps is what issue 15 is about: it needs the migration to act through
+# status.upgrade only (tests/unit/test_git_owns_the_spec.py holds that statically).
+needs_status_migration = pytest.mark.skipif(
+    bool(package_spec_writers()),
+    reason=f"migration/ still writes CoaiInstance.spec ({', '.join(sorted(package_spec_writers()))})")
 
 
 def schema_version(db: DbConfig) -> str | None:

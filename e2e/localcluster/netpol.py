@@ -9,7 +9,7 @@ The bridge CNI enforces no NetworkPolicy. kube-router with `--run-firewall=true 
     python e2e/localcluster/netpol.py            build into the versioned cache if missing
     python e2e/localcluster/netpol.py --print    the binary's path
 
-The node harness calls `start_firewall(...)` once its Node object has an InternalIP.
+The node harness (`LocalNode.start_firewall()`, node.py) runs it with `firewall_args(...)`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 try:
@@ -70,28 +69,6 @@ def firewall_args(kubeconfig: Path, node_name: str, service_cidr: str = SERVICE_
         "--iptables-sync-period=30s",
         "--v=1",
     ]
-
-
-def start_firewall(kubeconfig: Path, node_name: str, logs_dir: Path, bin_dir: Path | None = None,
-                   service_cidr: str = SERVICE_CIDR) -> subprocess.Popen:
-    """Start kube-router's network policy controller for `node_name`; its log is logs_dir/kube-router.log.
-
-    `bin_dir` is put first on PATH (for iptables/ipset wrappers a harness may ship); the caller
-    stops the process (terminate, then kill) and owns its lifetime. kube-router removes its own
-    chains on a clean exit only partly: a harness that tears the node down drops its netns anyway.
-    """
-    missing = missing_commands()
-    if missing:
-        raise RuntimeError(f"kube-router needs {', '.join(missing)} (apt-get install ipset iptables)")
-    if not binary().exists():
-        raise RuntimeError(f"kube-router not built: python {Path(__file__).name} (builds {binary()})")
-    logs_dir.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    if bin_dir is not None:
-        env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
-    with (logs_dir / "kube-router.log").open("ab") as log:
-        return subprocess.Popen(firewall_args(kubeconfig, node_name, service_cidr), stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env)
 
 
 def main() -> None:

@@ -254,6 +254,9 @@ state = "{root / 'state'}"
         enforced, as on a cluster without a policy engine."""
         if self.firewall is not None:
             return
+        missing = netpol.missing_commands()
+        if missing:
+            raise RuntimeError(f"kube-router needs {', '.join(missing)} (e2e/setup.sh installs ipset and iptables)")
         netpol.ensure_built()
         self._before_firewall = (network.all_chains(), network.ipsets())
         c = self.cluster
