@@ -214,7 +214,9 @@ def test_failed_validation_rolls_back_to_the_recorded_digest(real: RealInstance,
     digest = status["previous"]["imageDigest"]
     assert image_id.endswith(digest)
     inst = real.deployed.get("coai")
-    assert inst["spec"]["version"] == OLD and inst["spec"]["imageDigest"] == digest
+    # Git owns the spec: the pin is the operator's, in status.upgrade (docs/gitops.md).
+    assert inst["spec"]["version"] == OLD and "imageDigest" not in inst["spec"]
+    assert inst["status"]["upgrade"]["imageDigest"] == digest
     wait_for(lambda: real.pod_image_id().endswith(digest), timeout=300, message="3.10.5 pod by digest")
     assert table_checksums(real.deployed.db) == checksums
     assert real.config_yaml() == config_before, "config.yaml byte-identical"
