@@ -281,8 +281,10 @@ def from_git(cluster: Cluster, operator: OperatorProcess, namespace: str, db_con
 
 def _bump(deployed: Deployed, repo: GitServer, base_url: str, version: str, extra: list[Obj] | None = None,
           **spec: Any) -> str:
-    upgrade = {"migration": {"validation": {"baseURL": base_url, "checks": ["database", "health"]}}}
-    docs = manifests(deployed.db, version, upgrade=upgrade, **spec) + (extra or [])
+    given = spec.pop("upgrade", None) or {}
+    validation = {"baseURL": base_url, "checks": ["database", "health"]}
+    migration = {"validation": validation, **(given.get("migration") or {})}
+    docs = manifests(deployed.db, version, upgrade={**given, "migration": migration}, **spec) + (extra or [])
     return repo.commit({"app.yaml": docs}, f"CoAI {version}")
 
 

@@ -31,6 +31,7 @@ from e2e.rbac import CHART, rbac_denials, run_helm
 
 REPO = Path(__file__).resolve().parent.parent
 MANIFESTS = REPO / "manifests"
+METRICS_PORT = yaml.safe_load((REPO / "charts" / "coai-operator" / "values.yaml").read_text())["metrics"]["port"]
 
 
 def free_port() -> int:
@@ -125,7 +126,8 @@ def test_helm_install_runs_an_operator_that_reconciles_a_sample(cluster: Cluster
     pod = wait_operator_running(cluster, r["namespace"], selector)
     assert pod["spec"]["serviceAccountName"] == "coai-e2e-coai-operator"
     assert pod["spec"]["containers"][0]["args"] == [
-        "run", f"--namespace={r['watched']}", f"--liveness=http://0.0.0.0:{r['port']}/healthz"]
+        "run", f"--namespace={r['watched']}", f"--liveness=http://0.0.0.0:{r['port']}/healthz",
+        f"--metrics=0.0.0.0:{METRICS_PORT}"]
 
     assert_reconciles_sample(cluster, r["watched"], db_config)
     # Namespaced Role only: nothing outside the watched namespace is touched or even allowed.

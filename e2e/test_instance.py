@@ -152,15 +152,23 @@ def test_minimal_sample_creates_owned_children_and_becomes_ready(minimal: Instan
     assert {"Created", "Ready"} <= reasons
 
 
-def test_version_change_rolls_the_image_and_status_follows(minimal: Instance) -> None:
+def test_a_version_bump_that_changes_the_schema_waits_for_its_migration(minimal: Instance) -> None:
+    """1.9.0 -> 2.0.0 changes the schema: the image never rolls by itself (docs/gitops.md); with
+    policy Manual the instance says which migration it waits for. The whole upgrade: test_gitops."""
     inst = minimal
-    inst.patch_spec({"version": NEXT_VERSION})
-    wait_for(lambda: inst.must("deployment")["spec"]["template"]["spec"]["containers"][0]["image"]
-             == f"{STANDIN_IMAGE}:{NEXT_VERSION}", timeout=60, message="Deployment image follows spec.version")
-    st = inst.wait_settled(NEXT_VERSION, timeout=180)
-    assert st["image"] == f"{STANDIN_IMAGE}:{NEXT_VERSION}"
+    inst.patch_spec({"version": NEXT_VERSION, "upgrade": {"policy": "Manual"}})
+
+    def pending() -> Obj | None:
+        conditions = (inst.must("coai").get("status") or {}).get("conditions") or []
+        return next((c for c in conditions if c["type"] == "UpgradePending" and c["status"] == "True"), None)
+
+    condition = wait_for(pending, timeout=60, message="UpgradePending for 1.9.0 -> 2.0.0")
+    assert condition["reason"] == "AwaitingMigration" and "CoaiMigration" in condition["message"], condition
+    assert inst.must("deployment")["spec"]["template"]["spec"]["containers"][0]["image"] == \
+        f"{STANDIN_IMAGE}:{VERSION}"
+    assert (inst.must("coai")["status"] or {}).get("version") == VERSION
     labels = inst.must("deployment")["spec"]["template"]["metadata"]["labels"]
-    assert labels["app.kubernetes.io/version"] == NEXT_VERSION
+    assert labels["app.kubernetes.io/version"] == VERSION
 
 
 def test_config_change_updates_env_and_rolls_the_pods(minimal: Instance) -> None:

@@ -298,7 +298,8 @@ def test_version_and_config_changes_update_only_what_they_must(h: Harness) -> No
     h.set_spec({**h.spec, "version": NEXT_VERSION, "config": {"DEBUG": "false"}})
     outcome = h.run()
     h.assert_changed(outcome, "updated ConfigMap {ns}/chat-env", "updated Deployment {ns}/chat")
-    assert image(h.must("Deployment", NAME)) == f"{STANDIN_IMAGE}:{NEXT_VERSION}"
+    # 1.9.0 -> 2.0.0 changes the schema: the image waits for its migration (docs/gitops.md), the config does not.
+    assert image(h.must("Deployment", NAME)) == f"{STANDIN_IMAGE}:{VERSION}"
     assert h.must("ConfigMap", "chat-env")["data"]["DEBUG"] == "false"
 
 

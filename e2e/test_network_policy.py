@@ -45,13 +45,23 @@ PROBE_IMAGE = os.environ.get("COAI_ENGINE_IMAGE", constants.OPERATOR_IMAGE)  # h
 # The upstream app's first user (created when `auth` is empty), see shared/docs/coai-facts.md.
 LOGIN = {"username": "root", "password": "chatnio123456"}
 
-TCP_PROBE = ("import socket,sys\n"
-             "try:\n socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5).close()\n"
-             "except OSError as e:\n print(e); sys.exit(1)\n")
-LOGIN_PROBE = ("import json,sys,urllib.request\n"
+# argv: host, port[, attempts]. A policy engine programs a new pod's address a moment after the pod
+# starts (kube-router: on the pod's event), so the probe that must connect tries for a while; the
+# probes that must be refused try once (a refused source is refused from the first packet).
+TCP_PROBE = ("import socket,sys,time\n"
+             "attempts = int(sys.argv[3]) if len(sys.argv) > 3 else 1\n"
+             "for n in range(attempts):\n"
+             " try:\n  socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5).close(); sys.exit(0)\n"
+             " except OSError as e:\n  print(e); time.sleep(1)\n"
+             "sys.exit(1)\n")
+CONNECTS = "30"  # attempts for a probe that must get through
+LOGIN_PROBE = ("import json,sys,time,urllib.request\n"
                "req = urllib.request.Request(sys.argv[1], data=sys.argv[2].encode(), "
                "headers={'Content-Type': 'application/json'})\n"
-               "body = json.load(urllib.request.urlopen(req, timeout=10))\n"
+               "for n in range(30):  # the new pod's address reaches the app's policy a moment late\n"
+               " try:\n  body = json.load(urllib.request.urlopen(req, timeout=10)); break\n"
+               " except OSError as e:\n  print(e); time.sleep(1)\n"
+               "else:\n sys.exit(1)\n"
                "print(json.dumps({k: v for k, v in body.items() if k != 'token'}))\n"
                "sys.exit(0 if body.get('status') is True and body.get('token') else 1)\n")
 
@@ -142,7 +152,8 @@ def test_managed_redis_is_reachable_only_from_its_app(enforced: Cluster, operato
         assert phase == "Failed", f"a pod in another namespace reached the managed Redis: {log}"
         phase, log = run_pod(cluster, namespace, "redis-unlabelled", TCP_PROBE, [redis, "6379"])
         assert phase == "Failed", f"a pod without the app's labels reached the managed Redis: {log}"
-        phase, log = run_pod(cluster, namespace, "redis-as-app", TCP_PROBE, [redis, "6379"], labels=app_labels)
+        phase, log = run_pod(cluster, namespace, "redis-as-app", TCP_PROBE, [redis, "6379", CONNECTS],
+                             labels=app_labels)
         assert phase == "Succeeded", f"a pod with the app's labels could not reach Redis: {log}"
         phase, log = run_pod(cluster, other, "app-from-other-ns", TCP_PROBE, [app, "80"])
         assert phase == "Failed", f"the app's port is open to another namespace: {log}"

@@ -35,7 +35,8 @@ DENIED = [
     # delete on Jobs is granted: a step Job whose pod never started is deleted when the step fails.
     ("update", "jobs.batch"), ("patch", "jobs.batch"),
     ("create", "coaiinstances.coai.dev"), ("delete", "coaiinstances.coai.dev"),
-    ("create", "coaimigrations.coai.dev"), ("delete", "coaimigrations.coai.dev"),
+    # create on CoaiMigrations is granted: spec.upgrade.policy Automatic creates the upgrade's migration.
+    ("delete", "coaimigrations.coai.dev"),
     ("create", "clusterroles.rbac.authorization.k8s.io"), ("create", "rolebindings.rbac.authorization.k8s.io"),
     ("escalate", "clusterroles.rbac.authorization.k8s.io"), ("bind", "clusterroles.rbac.authorization.k8s.io"),
     ("impersonate", "users"), ("impersonate", "serviceaccounts"), ("create", "serviceaccounts/token"),

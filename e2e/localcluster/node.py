@@ -152,6 +152,25 @@ state = "{root / 'state'}"
             if done.returncode != 0:
                 raise RuntimeError(f"importing {names} from {archive} failed: {done.stderr}")
             self._timed(f"import {names[0]}" + (f" (+{len(names) - 1} tags)" if len(names) > 1 else ""), t)
+        self._add_digest_references()
+
+    def _add_digest_references(self) -> None:
+        """A registry pull leaves `repo@sha256:<manifest>` beside `repo:tag`, and the kubelet reports
+        it as the container's imageID (the operator records it and a rollback pins it); an import
+        leaves the tag only. Add the digest reference, so digests resolve as after a pull."""
+        lines = self._ctr("images", "ls").stdout.splitlines()[1:]
+        refs = {line.split()[0] for line in lines if line.split()}
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 3 or "@" in fields[0] or not fields[2].startswith("sha256:"):
+                continue
+            repo = fields[0].rsplit(":", 1)[0] if ":" in fields[0].rsplit("/", 1)[-1] else fields[0]
+            pinned = f"{repo}@{fields[2]}"
+            if pinned not in refs:
+                done = self._ctr("images", "tag", fields[0], pinned)
+                if done.returncode != 0:
+                    raise RuntimeError(f"adding {pinned}: {done.stderr}")
+                refs.add(pinned)
 
     def _start_kubelet(self) -> None:
         ca = self.cluster.pki / "ca.crt"
