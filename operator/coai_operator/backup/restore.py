@@ -17,6 +17,7 @@ from typing import Any
 from coai_operator import constants
 from coai_operator.backup import jobs
 from coai_operator.backup.controller import BACKUP_KIND, TERMINAL, ProblemError, job_state, resolve_destination
+from coai_operator.backup.destination import INCLUDE, restore_args
 from coai_operator.conditions import now_rfc3339, set_condition
 from coai_operator.instance import upgrade_state as us
 from coai_operator.instance.spec import Names
@@ -68,14 +69,7 @@ def _restore_args(restore: Obj, dest: jobs.Destination, folder: str, instance: O
         if imp.get("storageTar"):
             args += ["--tar", dest.url(imp["storageTar"]), "--storage", jobs.STORAGE_MOUNT]
         return args, ("storage",) if imp.get("storageTar") else ()
-    include = [i for i in ("database", "storage", "config") if i in (spec.get("include") or ["database", "storage",
-                                                                                             "config"])]
-    args = ["restore", "--dir", dest.url(folder), "--include", ",".join(include),
-            *(["--target-version", target_version] if target_version else []),
-            *(["--force"] if spec.get("force") else [])]
-    trees = tuple(i for i in include if i != "database")
-    args += [f"--{t}={jobs.STORAGE_MOUNT if t == 'storage' else jobs.CONFIG_MOUNT}" for t in trees]
-    return args, trees
+    return restore_args(dest.url(folder), spec.get("include") or INCLUDE, target_version, bool(spec.get("force")))
 
 
 def _deployment_scaled_down(kube: Kube, ns: str, name: str) -> bool:

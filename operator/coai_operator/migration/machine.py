@@ -21,7 +21,7 @@ from coai_operator import constants
 from coai_operator.bundles import load_bundle
 from coai_operator.conditions import now_rfc3339
 from coai_operator.kube import Kube, KubeError
-from coai_operator.migration import jobs, planner, testfaults
+from coai_operator.migration import planner, testfaults
 from coai_operator.migration.context import Ctx
 from coai_operator.migration.jobsteps import run_job_step
 from coai_operator.migration.lock import acquire_lock, lock_holder, release_lock
@@ -148,8 +148,7 @@ def advance(ctx: Ctx) -> float | None:
             if rolling_back:
                 ctx.status["completedAt"] = now_rfc3339()
                 set_phase(ctx, "Failed", "RollbackFailed",
-                          f"rollback failed at {name}: {outcome.message}. The backup is at "
-                          f"{jobs.backup_pvc_name(ctx.migration)}:{jobs.backup_location(ctx.migration)}; the lock on "
+                          f"rollback failed at {name}: {outcome.message}. {backup_whereabouts(ctx)}; the lock on "
                           f"{ctx.instance_name} is kept until this migration is deleted.")
                 ctx.event("RollbackFailed", ctx.status["message"], warning=True)
                 return None
@@ -166,13 +165,9 @@ def advance(ctx: Ctx) -> float | None:
             return None
         record["phase"] = "Succeeded"
         ctx.event(f"{name}Succeeded", outcome.message[:1000])
-        if name == planner.BACKUP:
-            ctx.status["backup"] = {
-                "location": f"pvc/{jobs.backup_pvc_name(ctx.migration)}{jobs.backup_location(ctx.migration)}",
-                "artifacts": outcome.data.get("artifacts") or [],
-                "rowCounts": outcome.data.get("rowCounts") or {},
-                "completedAt": outcome.data.get("completedAt") or now_rfc3339(),
-            }
+        if name == planner.BACKUP:  # the CoaiBackup the rollback restores (migration/backupstep.py)
+            ctx.status["backup"] = {k: outcome.data[k] for k in ("name", "location", "artifacts", "rowCounts",
+                                                                  "completedAt") if k in outcome.data}
     # Every step of this direction is done.
     ctx.status["completedAt"] = now_rfc3339()
     ctx.status.pop("currentStep", None)
@@ -186,6 +181,13 @@ def advance(ctx: Ctx) -> float | None:
         release_lock(ctx, schema_version=ctx.status.get("toVersion"))
     ctx.event(ctx.status["phase"], ctx.status["message"])
     return None
+
+
+def backup_whereabouts(ctx: Ctx) -> str:
+    backup = ctx.status.get("backup") or {}
+    if not backup:
+        return "No backup was taken"
+    return f"The backup is CoaiBackup {backup.get('name')} at {backup.get('location')}"
 
 
 def grace_expired(ctx: Ctx, reason: str) -> bool:
@@ -289,8 +291,8 @@ def reconcile(kube: Kube, migration: Obj, wake: bool = True) -> tuple[Obj, list[
         # Nothing can be rolled back without it (the Jobs take the database settings from it).
         ctx.status["completedAt"] = now_rfc3339()
         set_phase(ctx, "Failed", Reason.INSTANCE_NOT_FOUND,
-                  f"CoaiInstance {ctx.instance_name} disappeared during the migration; nothing is rolled back. The "
-                  f"backup is at {jobs.backup_pvc_name(ctx.migration)}:{jobs.backup_location(ctx.migration)}.")
+                  f"CoaiInstance {ctx.instance_name} disappeared during the migration; nothing is rolled back. "
+                  f"{backup_whereabouts(ctx)}.")
         ctx.event(Reason.INSTANCE_NOT_FOUND, ctx.status["message"], warning=True)
         return status, ctx.events, None
     if lock_holder(ctx.instance) != ctx.name:
