@@ -123,7 +123,7 @@ JOB_BREACHES = {
 def test_a_job_spec_that_breaks_the_profile_is_caught(cluster: Cluster, restricted_namespace: str,
                                                       template: dict[str, Any]) -> None:
     with pytest.raises(AssertionError, match='violates PodSecurity "restricted:latest"'):
-        assert_admitted(cluster, restricted_namespace, job_pod(planner.BACKUP, jobTemplate=template))
+        assert_admitted(cluster, restricted_namespace, job_pod(planner.MIGRATE, jobTemplate=template))
 
 
 def test_a_real_job_gets_its_pod_in_the_restricted_namespace(cluster: Cluster, restricted_namespace: str) -> None:
