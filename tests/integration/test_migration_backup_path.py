@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from coai_operator.backup import controller
-from coai_operator.backup.destination import BackupSource, restore_args
+from coai_operator.backup.destination import ENV_MOUNT, BackupSource, restore_args
 from coai_operator.engine.dbconfig import DbConfig
 from coai_operator.migration import backupstep
 from coai_operator.migration import jobs as migration_jobs
@@ -28,7 +28,8 @@ pytestmark = pytest.mark.integration
 NS = "apps"
 KEY = "the migration backup key, 32+ bytes"
 INSTANCE = {"apiVersion": "coai.dev/v1alpha1", "kind": "CoaiInstance", "metadata": {"name": "chat", "namespace": NS},
-            "spec": {"version": "1.8.0", "database": {"host": "db", "passwordSecretRef": {"name": "coai-db"}}},
+            "spec": {"version": "1.8.0", "database": {"host": "db", "passwordSecretRef": {"name": "coai-db"}},
+                     "secretRef": {"name": "coai-app"}},
             "status": {"version": "1.8.0", "upgrade": {"version": "1.8.0"}}}
 
 
@@ -45,7 +46,7 @@ def _run(job: dict[str, Any], secrets: dict[str, str], paths: dict[str, Path]) -
     if "COAI_BACKUP_KEY_FILE" in env:
         env["COAI_BACKUP_KEY_FILE"] = str(paths["key"])
     args = [a.replace("=/storage", f"={paths['storage']}").replace("=/config", f"={paths['config']}")
-            for a in container["args"][1:]]
+            .replace(f"={ENV_MOUNT}", f"={paths['env']}") for a in container["args"][1:]]
     return run_engine(env, *args)
 
 
@@ -59,7 +60,12 @@ def test_the_migration_backup_and_its_rollback_restore_share_one_path(
     (config / "config.yaml").write_text("channels:\n  - name: main\n    secret: sk-config-marker\n")
     key = tmp_path / "key"
     key.write_text(KEY)
-    paths = {"storage": storage, "config": config, "key": key}
+    env_dir = tmp_path / "env"
+    for name, data in (("configmap.chat-env", {"SERVE_STATIC": "true"}), ("secret.coai-app", {"SECRET": "jwt-x1"})):
+        (env_dir / name).mkdir(parents=True)
+        for k, v in data.items():
+            (env_dir / name / k).write_text(v)
+    paths = {"storage": storage, "config": config, "key": key, "env": env_dir}
     secrets = {**db_env, **s3_server.env()}
 
     kube = FakeKube()
@@ -86,7 +92,8 @@ def test_the_migration_backup_and_its_rollback_restore_share_one_path(
     assert ran.result["location"] == status["location"] == f"s3://{s3_bucket}/clusters/a/{NS}/{backup['metadata']['name']}"
     assert ran.result["appVersion"] == "1.8.0" and ran.result["encrypted"] is True
     stored = b"".join(s3_server.client().get_object(s3_bucket, k).read() for k in s3_server.keys(s3_bucket))
-    assert b"sk-config-marker" not in stored  # config.yaml is in the backup, readable only with the key
+    assert b"sk-config-marker" not in stored and b"jwt-x1" not in stored  # readable only with the key
+    assert {a["name"] for a in ran.result["artifacts"]} >= {"config.tar.gz", "config-env.json.gz"}
 
     # Validate compares with the row counts the backup recorded (status.backup.rowCounts).
     validate = migration_jobs.build_job(migration, INSTANCE, "Validate", row_counts=ran.result["rowCounts"])
@@ -112,6 +119,7 @@ def test_the_migration_backup_and_its_rollback_restore_share_one_path(
     assert done.returncode == 0, done.stderr
     assert table_checksums(db_config) == before and tree_digest(storage) == files
     assert "sk-config-marker" in (config / "config.yaml").read_text()
+    assert done.result["env"]["secret"] == {"name": "coai-app", "differ": [], "missing": [], "added": []}
 
     # Without the key nothing can be read: the restore refuses and changes nothing.
     query(db_config, "DELETE FROM conversations")

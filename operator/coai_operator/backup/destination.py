@@ -18,6 +18,7 @@ STORAGE_MOUNT = "/storage"
 CONFIG_MOUNT = "/config"
 KEY_MOUNT = "/var/run/coai-backup-key"
 CA_MOUNT = "/var/run/coai-s3-ca"
+ENV_MOUNT = "/var/run/coai-env"  # the env ConfigMap and Secret, read-only (engine/envcopy.py)
 INCLUDE = ("database", "storage", "config")
 
 
@@ -99,7 +100,23 @@ def key_volume(key_ref: Mapping[str, Any] | None) -> tuple[list[Obj], list[Obj],
 
 
 def tree_args(trees: tuple[str, ...]) -> list[str]:
-    return [f"--{t}={STORAGE_MOUNT if t == 'storage' else CONFIG_MOUNT}" for t in trees]
+    """The instance trees' flags; with config, also the env copies (--env-dir, see env_volumes)."""
+    return [f"--{t}={STORAGE_MOUNT if t == 'storage' else CONFIG_MOUNT}" for t in trees] + \
+        ([f"--env-dir={ENV_MOUNT}"] if "config" in trees else [])
+
+
+def env_volumes(instance: Mapping[str, Any]) -> tuple[list[Obj], list[Obj]]:
+    """The instance's env ConfigMap and Secret as read-only volumes (optional: a missing one is
+    recorded as absent, it does not keep the pod from starting). Files, never env values: the Job
+    reads them without any API access or Role."""
+    name = instance["metadata"]["name"]
+    secret = ((instance.get("spec") or {}).get("secretRef") or {}).get("name")
+    volumes: list[Obj] = [{"name": "env-configmap", "configMap": {"name": f"{name}-env", "optional": True}}]
+    mounts: list[Obj] = [{"name": "env-configmap", "mountPath": f"{ENV_MOUNT}/configmap.{name}-env", "readOnly": True}]
+    if secret:
+        volumes.append({"name": "env-secret", "secret": {"secretName": secret, "optional": True}})
+        mounts.append({"name": "env-secret", "mountPath": f"{ENV_MOUNT}/secret.{secret}", "readOnly": True})
+    return volumes, mounts
 
 
 def restore_args(url: str, include: list[str] | tuple[str, ...], target_version: str = "",

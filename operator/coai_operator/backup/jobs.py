@@ -21,6 +21,7 @@ from coai_operator.backup.destination import (  # noqa: F401  (re-exported)
     KEY_MOUNT,
     STORAGE_MOUNT,
     Destination,
+    env_volumes,
     key_volume,
     tree_args,
 )
@@ -75,6 +76,9 @@ def engine_job(owner: Mapping[str, Any], action: str, args: list[str], dest: Des
             claim, mount = (names.storage_pvc, STORAGE_MOUNT) if tree == "storage" else (names.config_pvc, CONFIG_MOUNT)
             volumes.append({"name": tree, "persistentVolumeClaim": {"claimName": claim}})
             mounts.append({"name": tree, "mountPath": mount, "readOnly": read_only_trees})
+        if "config" in trees:
+            ev, em = env_volumes(instance)
+            volumes, mounts = volumes + ev, mounts + em
     kv, km, ke = key_volume(key_ref)
     volumes, mounts, env = volumes + kv, mounts + km, env + ke
     container: Obj = {

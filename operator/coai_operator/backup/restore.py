@@ -72,6 +72,21 @@ def _restore_args(restore: Obj, dest: jobs.Destination, folder: str, instance: O
     return restore_args(dest.url(folder), spec.get("include") or INCLUDE, target_version, bool(spec.get("force")))
 
 
+def env_drift(env: Obj) -> str:
+    """What differs between the backup's env copies and the instance now, by key NAME. Not written
+    back: the ConfigMap is rendered from the instance's spec (Git), the Secret is the user's."""
+    parts = []
+    for kind, what in (("configMap", "spec.config (the env ConfigMap)"), ("secret", "Secret")):
+        d = env.get(kind) or {}
+        keys = [*d.get("differ", []), *(f"-{k}" for k in d.get("missing", [])), *(f"+{k}" for k in d.get("added", []))]
+        if keys:
+            parts.append(f"{what} {d.get('name')}: {', '.join(keys[:20])}")
+    if not parts:
+        return ""
+    return ("the instance's env differs from the backup's copies (" + "; ".join(parts) + "); restore them from "
+            "Git, or with `coai-operator engine env-export` and the backup's key")
+
+
 def _deployment_scaled_down(kube: Kube, ns: str, name: str) -> bool:
     dep = kube.get("apps/v1", "Deployment", ns, name)
     return dep is None or int((dep.get("status") or {}).get("replicas") or 0) == 0
@@ -145,6 +160,12 @@ def reconcile_restore(kube: Kube, restore: Obj) -> tuple[Obj, Events]:
         if state == "failed":
             return fail(str(result.get("reason") or "RestoreFailed"), str(result.get("error") or f"Job {job} failed"))
         total = sum(int(a.get("bytes") or 0) for a in result.get("artifacts") or [])
+        drift = env_drift(result.get("env") or {})
+        status["conditions"] = set_condition(status.get("conditions"), "EnvDiffers", "True" if drift else "False",
+                                             "EnvDiffers" if drift else "EnvMatches", drift or "the env ConfigMap "
+                                             "and Secret hold what the backup recorded")
+        if drift:
+            events.append(("Warning", "EnvDiffers", drift))
         status.update(step="Version", artifacts=result.get("artifacts") or [], rowCounts=result.get("rowCounts") or {},
                       appVersion=str(result.get("appVersion") or backup_version), size=jobs.human_bytes(total))
         return status, [("Normal", "Restored", f"database and files restored from {status['where']}")]

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from coai_operator import constants
-from coai_operator.backup.destination import BackupSource, key_volume
+from coai_operator.backup.destination import BackupSource, env_volumes, key_volume
 from coai_operator.enginepod import (  # noqa: F401  (re-exported)
     DEFAULT_RESOURCES,
     RESTRICTED_CONTAINER_SECURITY,
@@ -70,11 +70,13 @@ def _volumes(job: JobInput, step: Step) -> tuple[list[Obj], list[Obj], list[Obj]
             volumes.append({"name": "storage", "persistentVolumeClaim": {
                 "claimName": Names(spec["instanceRef"]["name"]).storage_pvc}})
             mounts.append({"name": "storage", "mountPath": STORAGE_MOUNT})
-        elif volume in ("config", "config-ro"):
+        elif volume == "config":
             # /config/config.yaml: channels with their keys, settings (archived as the config tree, engine/backup.py).
             volumes.append({"name": "config", "persistentVolumeClaim": {
                 "claimName": Names(spec["instanceRef"]["name"]).config_pvc}})
-            mounts.append({"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": volume == "config-ro"})
+            mounts.append({"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": False})
+            ev, em = env_volumes(job.instance)  # the restore compares the env copies with these
+            volumes, mounts = volumes + ev, mounts + em
         elif volume == "bundle":
             bundle_ref = (spec.get("migrations") or {}).get("configMapRef") or {}
             if bundle_ref.get("name"):
