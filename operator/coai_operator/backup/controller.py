@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from coai_operator import constants
+from coai_operator.backup import growth as growth_mod
 from coai_operator.backup import jobs
 from coai_operator.backup.jobs import Destination
 from coai_operator.conditions import now_rfc3339, set_condition
@@ -30,6 +31,7 @@ TERMINAL = ("Completed", "Failed")
 DELETE_ATTEMPT = f"{constants.GROUP}/delete-attempt"
 MAX_DELETE_ATTEMPTS = 5
 KEPT = "kept"
+GROW_WAIT_SECONDS = 600  # how long a grown PVC may take to report its new size
 
 
 @dataclass
@@ -138,7 +140,9 @@ def reconcile_backup(kube: Kube, backup: Obj) -> tuple[Obj, list[tuple[str, str,
         status["conditions"] = set_condition(status.get("conditions"), "Complete", "False", problem.reason,
                                              problem.message)
         return status, []
-    name = jobs.job_name(backup, "backup")
+    growth = status.get("volumeGrowth") or {}
+    action = "backup-grown" if growth else "backup"  # after the PVC grew, the backup runs in a new Job
+    name = jobs.job_name(backup, action)
     state, result = job_state(kube, ns, name)
     key_ref = (spec.get("encryption") or {}).get("keySecretRef")
     version = app_version(instance)
@@ -147,13 +151,22 @@ def reconcile_backup(kube: Kube, backup: Obj) -> tuple[Obj, list[tuple[str, str,
                "encrypted": bool(key_ref), "startTime": status.get("startTime") or now_rfc3339(),
                "appVersion": status.get("appVersion") or version}
     if state == "missing":
-        if status.get("phase") == "Running":  # our Job vanished (deleted by hand): never re-run, fail
+        if status.get("phase") == "Running" and status.get("job") == name:  # vanished (by hand): never re-run
             return _fail(status, "JobLost", f"Job {name} disappeared before it finished"), []
+        if growth:
+            if not growth_mod.grown(kube.get("v1", "PersistentVolumeClaim", ns, growth["pvc"]), growth["to"]):
+                if seconds_since(growth["requestedAt"]) > GROW_WAIT_SECONDS:
+                    return _fail(status, "InsufficientSpace", f"{growth['refusal']}; PVC {growth['pvc']} was asked "
+                                 f"to grow from {growth['from']} to {growth['to']} but did not within "
+                                 f"{GROW_WAIT_SECONDS}s"), []
+                status["message"] = f"waiting for PVC {growth['pvc']} to grow from {growth['from']} to {growth['to']}"
+                return status, []
+            started["startTime"] = now_rfc3339()  # the new Job's (its pod-start deadline counts from here)
         if ensure_pvc(kube, ns, dest, instance_name):
             events.append(("Normal", "BackupVolumeCreated", f"created PVC {dest.spec['name']} for backups"))
         args, trees = jobs.backup_args(backup, dest)
         args += ["--app-version", version] if version else []
-        job = jobs.engine_job(backup, "backup", args, dest, instance=instance, trees=trees, read_only_trees=True,
+        job = jobs.engine_job(backup, action, args, dest, instance=instance, trees=trees, read_only_trees=True,
                               key_ref=key_ref)
         kube.create(testfaults.apply_fault(job, backup, "Backup"))
         status.update(phase="Running", message=f"Job {name} running", **started)
@@ -173,6 +186,18 @@ def reconcile_backup(kube: Kube, backup: Obj) -> tuple[Obj, list[tuple[str, str,
     if state == "failed":
         reason = str(result.get("reason") or "BackupFailed")
         message = str(result.get("error") or f"Job {name} failed")
+        if reason == "InsufficientSpace" and dest.kind == "pvc" and not growth:  # refused before writing
+            grew = growth_mod.grow(kube, ns, dest.spec["name"], result)
+            if grew.size:
+                text = f"{message}; growing PVC {grew.pvc} from {grew.current} to {grew.size} (its storage class " \
+                       "allows it), then the backup runs again"
+                status.update(phase="Running", message=text, volumeGrowth={
+                    "pvc": grew.pvc, "from": grew.current, "to": grew.size, "requestedAt": now_rfc3339(),
+                    "refusal": message[:500]})
+                status["conditions"] = set_condition(status.get("conditions"), "Complete", "False", "GrowingVolume",
+                                                     text)
+                return status, [("Normal", "VolumeGrowing", text)]
+            message = f"{message} (the PVC was not grown: {grew.why_not})"
         return _fail(status, reason, message), [("Warning", reason, message)]
     artifacts = [{k: a.get(k) for k in ("name", "bytes", "sha256")} for a in result.get("artifacts") or []]
     total = sum(int(a.get("bytes") or 0) for a in artifacts)
