@@ -1,7 +1,7 @@
-"""Destinations and engine Jobs for backups, restores and deletions. Pure: dicts in, dicts out.
+"""Engine Jobs for backups, restores and deletions. Pure: dicts in, dicts out.
 
-A destination is a PVC (mounted at /backup) or S3 (settings as env, credentials by
-secretKeyRef, a CA bundle mounted from a Secret). A backup lives at `<root>/<namespace>/<name>`
+Destinations (a PVC mounted at /backup, or S3 settings as env with credentials by secretKeyRef)
+are in backup/destination.py. A backup lives at `<root>/<namespace>/<name>`
 (PVC: `/backup/<prefix>/<name>`), so locations can be shared by namespaces and clusters.
 Jobs reuse the migration's conventions (restricted pod security, database env from the
 instance's spec, the engine's result in the termination message).
@@ -95,7 +95,9 @@ def engine_job(owner: Mapping[str, Any], action: str, args: list[str], dest: Des
         if template.get(key):
             pod_spec[key] = template[key]
     instance_name = (instance or {}).get("metadata", {}).get("name") or "none"
-    labels = {**constants.labels(instance_name, "backup"), LABEL_OWNER: owner["metadata"]["name"]}
+    # the step label: the operator's Job-failure metric counts these Jobs too (metrics.py)
+    labels = {**constants.labels(instance_name, "backup"), LABEL_OWNER: owner["metadata"]["name"],
+              f"{constants.GROUP}/step": action}
     return {
         "apiVersion": "batch/v1", "kind": "Job",
         "metadata": {"name": job_name(owner, action), "namespace": owner["metadata"]["namespace"], "labels": labels,

@@ -16,7 +16,14 @@ from typing import Any
 
 from coai_operator import constants
 from coai_operator.backup import jobs
-from coai_operator.backup.controller import BACKUP_KIND, TERMINAL, ProblemError, job_state, resolve_destination
+from coai_operator.backup.controller import (
+    BACKUP_KIND,
+    TERMINAL,
+    ProblemError,
+    app_version,
+    job_state,
+    resolve_destination,
+)
 from coai_operator.backup.destination import INCLUDE, restore_args
 from coai_operator.conditions import now_rfc3339, set_condition
 from coai_operator.instance import upgrade_state as us
@@ -60,7 +67,7 @@ def _claims(instance: Obj, restore: Obj) -> list[str]:
 
 def _restore_args(restore: Obj, dest: jobs.Destination, folder: str, instance: Obj) -> tuple[list[str], tuple]:
     spec = restore["spec"]
-    target_version = str((instance.get("spec") or {}).get("version") or "")
+    target_version = app_version(instance)  # what it runs, not what Git may already ask for
     if spec.get("import"):
         imp = spec["import"]
         args = ["import"]

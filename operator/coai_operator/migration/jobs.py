@@ -2,8 +2,11 @@
 
 Every Job runs `coai-operator engine <command>` from the operator's image, reaches the database
 with the instance's credentials (password by secretKeyRef, never in the manifest), mounts the
-backup PVC at /backup and the instance's storage and config PVCs at /storage and /config where the
-step needs them, and runs under the restricted Pod Security profile unless `spec.jobTemplate` says otherwise.
+instance's storage and config PVCs at /storage and /config where the step needs them, reads the
+pre-migration CoaiBackup (RollbackRestore) through its destination (backup/destination.py: the PVC
+at /backup, or S3 settings, and the key as a file), and runs under the restricted Pod Security
+profile unless `spec.jobTemplate` says otherwise. The backups themselves are CoaiBackups
+(migration/backupstep.py), whose Jobs the CoaiBackup controller creates.
 """
 
 from __future__ import annotations
@@ -23,12 +26,11 @@ from coai_operator.enginepod import (  # noqa: F401  (re-exported)
 )
 from coai_operator.instance.spec import Names
 from coai_operator.migration import names, testfaults
-from coai_operator.migration.names import (  # noqa: F401  (backup_pvc_name: re-exported)
+from coai_operator.migration.names import (
     BUNDLE_MOUNT,
     CONFIG_MOUNT,
     LABEL_MIGRATION,
     STORAGE_MOUNT,
-    backup_pvc_name,
     owner_reference,
 )
 from coai_operator.migration.steps import STEPS, JobInput, Step
