@@ -210,3 +210,20 @@ def test_retention_never_prunes_a_pinned_backup_nor_the_migrations() -> None:
     status, _ = schedule.reconcile_schedule(world.kube, nightly, now=datetime(2026, 3, 5, tzinfo=UTC))
     assert status["pruned"] == ["nightly-3", "nightly-1"] and status["kept"] == ["nightly-4", "nightly-2"]
     assert set(backups(world)) == {migration_backup, "nightly-4", "nightly-2"}
+
+
+def test_a_missing_location_is_waited_for_briefly_then_fails_the_migration_with_nothing_changed() -> None:
+    world = World().setup(backup={"locationRef": {"name": "not-yet"}})
+    world.run_until_step("Backup")
+    for _ in range(3):
+        world.tick()
+        world.settle()
+    assert world.steps()["Backup"] == "Running"  # it may be applied in the same sync: waited for
+    assert "CoaiBackupLocation not-yet does not exist" in next(
+        s for s in world.status()["steps"] if s["name"] == "Backup")["message"]
+    world.age_step("Backup", backupstep.LOCATION_GRACE_SECONDS + 1)
+    status = world.run()
+    assert status["phase"] == "Failed", status
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "LocationNotFound" and "Nothing was changed" in failed["message"]
+    assert jobs_of(world, "backup") == []

@@ -14,6 +14,7 @@ The name carries the uid: a migration re-created under the same name never finds
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,8 +29,10 @@ from coai_operator.migration import testfaults
 from coai_operator.migration.context import Ctx
 from coai_operator.migration.model import Obj, Outcome, StepName, StepOutcome
 from coai_operator.migration.names import LABEL_MIGRATION, backup_pvc_name, owner_reference
+from coai_operator.migration.status import seconds_since, step_record
 
 PRE, POST = "pre", "post"
+LOCATION_GRACE_SECONDS = float(os.environ.get("COAI_INSTANCE_GRACE_SECONDS", "60"))
 DEFAULT_INCLUDE = ["database", "storage", "config"]
 
 
@@ -110,10 +113,16 @@ def run(ctx: Ctx, kind: str) -> StepOutcome:
         message = f"CoaiBackup {name} {'verified' if status.get('verified') else 'complete'} at {data['location']}: " \
                   f"{len(data['artifacts'])} artifacts, {total} bytes"
         return StepOutcome(Outcome.DONE, message, job=job, data=data)
+    cond = next((c for c in status.get("conditions") or [] if c.get("type") == "Complete"), {})
     if status.get("phase") == "Failed":
-        cond = next((c for c in status.get("conditions") or [] if c.get("type") == "Complete"), {})
         return StepOutcome(Outcome.FAILED, f"CoaiBackup {name} failed: {status.get('message') or 'see its status'}",
                            job=job, reason=cond.get("reason") or f"{step}Failed", changed=False)
+    record = step_record(ctx.status, step) or {}
+    if cond.get("reason") in ("LocationNotFound", "NoLocation") and record.get("startedAt") and \
+            seconds_since(record["startedAt"]) > LOCATION_GRACE_SECONDS:
+        # A location applied in the same sync has had its chance; the backup cannot start without one.
+        return StepOutcome(Outcome.FAILED, f"CoaiBackup {name}: {status.get('message')}", reason=cond["reason"],
+                           changed=False)
     return StepOutcome(Outcome.RUNNING, f"CoaiBackup {name} {status.get('phase') or 'Pending'}: "
                                         f"{status.get('message') or 'waiting for the backup controller'}", job=job)
 
