@@ -127,6 +127,14 @@ def run(ctx: Ctx, kind: str) -> StepOutcome:
                                         f"{status.get('message') or 'waiting for the backup controller'}", job=job)
 
 
+def whereabouts(status: Mapping[str, Any]) -> str:
+    """Where a person finds the backup, for the messages of a migration that stops."""
+    backup = status.get("backup") or {}
+    if not backup:
+        return "No backup was taken"
+    return f"The backup is CoaiBackup {backup.get('name')} at {backup.get('location')}"
+
+
 def backup_step(ctx: Ctx) -> StepOutcome:
     return run(ctx, PRE)
 

@@ -21,7 +21,7 @@ from coai_operator import constants
 from coai_operator.bundles import load_bundle
 from coai_operator.conditions import now_rfc3339
 from coai_operator.kube import Kube, KubeError
-from coai_operator.migration import planner, testfaults
+from coai_operator.migration import backupstep, planner, testfaults
 from coai_operator.migration.context import Ctx
 from coai_operator.migration.jobsteps import run_job_step
 from coai_operator.migration.lock import acquire_lock, lock_holder, release_lock
@@ -148,8 +148,8 @@ def advance(ctx: Ctx) -> float | None:
             if rolling_back:
                 ctx.status["completedAt"] = now_rfc3339()
                 set_phase(ctx, "Failed", "RollbackFailed",
-                          f"rollback failed at {name}: {outcome.message}. {backup_whereabouts(ctx)}; the lock on "
-                          f"{ctx.instance_name} is kept until this migration is deleted.")
+                          f"rollback failed at {name}: {outcome.message}. {backupstep.whereabouts(ctx.status)}; "
+                          f"the lock on {ctx.instance_name} is kept until this migration is deleted.")
                 ctx.event("RollbackFailed", ctx.status["message"], warning=True)
                 return None
             fail(ctx, outcome.reason or f"{name}Failed", f"{name} failed: {outcome.message}",
@@ -181,13 +181,6 @@ def advance(ctx: Ctx) -> float | None:
         release_lock(ctx, schema_version=ctx.status.get("toVersion"))
     ctx.event(ctx.status["phase"], ctx.status["message"])
     return None
-
-
-def backup_whereabouts(ctx: Ctx) -> str:
-    backup = ctx.status.get("backup") or {}
-    if not backup:
-        return "No backup was taken"
-    return f"The backup is CoaiBackup {backup.get('name')} at {backup.get('location')}"
 
 
 def grace_expired(ctx: Ctx, reason: str) -> bool:
@@ -292,7 +285,7 @@ def reconcile(kube: Kube, migration: Obj, wake: bool = True) -> tuple[Obj, list[
         ctx.status["completedAt"] = now_rfc3339()
         set_phase(ctx, "Failed", Reason.INSTANCE_NOT_FOUND,
                   f"CoaiInstance {ctx.instance_name} disappeared during the migration; nothing is rolled back. "
-                  f"{backup_whereabouts(ctx)}.")
+                  f"{backupstep.whereabouts(ctx.status)}.")
         ctx.event(Reason.INSTANCE_NOT_FOUND, ctx.status["message"], warning=True)
         return status, ctx.events, None
     if lock_holder(ctx.instance) != ctx.name:
