@@ -57,6 +57,12 @@ def test_upgrade_1_8_to_2_0_runs_every_step_for_real(deployed: Deployed) -> None
         assert job["status"].get("succeeded") == 1, name
     assert {a["name"] for a in status["backup"]["artifacts"]} >= {"database.sql.gz"}
     assert status["backup"]["rowCounts"]["users"] == len(users_before)
+    # One backup path: the Backup step's backup is a pinned CoaiBackup owned by the migration.
+    backup = deployed.get("cbk", status["backup"]["name"])
+    assert backup["spec"]["pinned"] is True and backup["status"]["phase"] == "Completed"
+    assert [(o["kind"], o["name"]) for o in backup["metadata"]["ownerReferences"]] == [("CoaiMigration", "to-2")]
+    assert status["backup"]["location"] == f"pvc/chat-backup/{deployed.namespace}/{backup['metadata']['name']}"
+    assert steps["Backup"]["job"] == backup["status"]["job"]
     assert status["previous"]["version"] == "1.8.0"
     conditions = {c["type"]: c["status"] for c in status["conditions"]}
     assert conditions["Ready"] == "True" and conditions["Failed"] == "False"
