@@ -106,7 +106,9 @@ def test_backup_to_s3_then_restore_same_instance_and_refuse_a_corrupted_object(
     assert status["phase"] == "Completed", status
     assert status["verified"] is True and status["appVersion"] == "1.8.0"
     assert status["where"] == "s3://" + bucket + f"/e2e/{deployed.namespace}/first"
-    assert {a["name"] for a in status["artifacts"]} == {"database.sql.gz", "storage.tar.gz", "config.tar.gz"}
+    # config: the /config tree and the copies of the env ConfigMap and Secret (docs/backups.md)
+    assert {a["name"] for a in status["artifacts"]} == {"database.sql.gz", "storage.tar.gz", "config.tar.gz",
+                                                       "config-env.json.gz"}
     assert status["rowCounts"]["users"] == 40
     keys = s3_for_pods.keys(bucket, f"e2e/{deployed.namespace}/first/")
     assert any(k.endswith("manifest.json") for k in keys)

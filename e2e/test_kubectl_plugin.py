@@ -121,7 +121,10 @@ def test_upgrade_status_logs_rollback_and_the_metrics_that_follow_them(
     summary = coai_json(deployed, "status", "chat")
     assert summary["migration"]["name"] == "chat-to-2-0-0"
     assert [s["phase"] for s in summary["migration"]["steps"]] == ["Succeeded"] * len(migration["status"]["steps"])
-    assert {"name": "chat-to-2-0-0", "source": "CoaiMigration"}.items() <= summary["backups"][0].items()
+    # The migration's backup is its CoaiBackup, listed once.
+    assert {"name": migration["status"]["backup"]["name"], "source": "CoaiBackup",
+            "phase": "Completed"}.items() <= summary["backups"][0].items()
+    assert [b["name"] for b in summary["backups"]].count(migration["status"]["backup"]["name"]) == 1
     text = coai(deployed, "status", "chat").stdout
     assert "CoaiMigration chat-to-2-0-0: 1.8.0 -> 2.0.0, Succeeded" in text
     assert "    [x]  Backup " in text and "[ ]" not in text

@@ -57,6 +57,12 @@ def test_upgrade_1_8_to_2_0_runs_every_step_for_real(deployed: Deployed) -> None
         assert job["status"].get("succeeded") == 1, name
     assert {a["name"] for a in status["backup"]["artifacts"]} >= {"database.sql.gz"}
     assert status["backup"]["rowCounts"]["users"] == len(users_before)
+    # One backup path: the Backup step's backup is a pinned CoaiBackup owned by the migration.
+    backup = deployed.get("cbk", status["backup"]["name"])
+    assert backup["spec"]["pinned"] is True and backup["status"]["phase"] == "Completed"
+    assert [(o["kind"], o["name"]) for o in backup["metadata"]["ownerReferences"]] == [("CoaiMigration", "to-2")]
+    assert status["backup"]["location"] == f"pvc/chat-backup/{deployed.namespace}/{backup['metadata']['name']}"
+    assert steps["Backup"]["job"] == backup["status"]["job"]
     assert status["previous"]["version"] == "1.8.0"
     conditions = {c["type"]: c["status"] for c in status["conditions"]}
     assert conditions["Ready"] == "True" and conditions["Failed"] == "False"
@@ -272,8 +278,12 @@ def test_graceful_manual_rollback_waits_for_the_request_and_exports_first(deploy
     steps = [s["name"] for s in status["steps"] if s["name"].startswith("Rollback")]
     assert steps == ["RollbackMaintenanceOn", "RollbackExport", "RollbackRestore", "RollbackConfig",
                      "RollbackRollout"]
-    backup_dir = status["backup"]["location"].rsplit("/", 1)[-1]  # /backup/<name>-<uid>: never a predecessor's
-    export = pvc_dir(deployed, "chat-backup") / backup_dir / "post-migration" / "manifest.json"
+    # The export is a second CoaiBackup of the migration (docs/backups.md), next to the pinned pre backup.
+    post = json.loads(deployed.kubectl("get", "cbk", "-l", "coai.dev/migration=graceful,coai.dev/backup-of=post",
+                                       "-o", "json").stdout)["items"]
+    assert len(post) == 1 and post[0]["status"]["phase"] == "Completed", post
+    assert not post[0]["spec"]["pinned"] and status["backup"]["name"].startswith("graceful-pre-")
+    export = pvc_dir(deployed, "chat-backup") / deployed.namespace / post[0]["metadata"]["name"] / "manifest.json"
     assert json.loads(export.read_text())["rowCounts"]["users"] > 0
     assert table_checksums(deployed.db) == before
     instance = deployed.get("coai")

@@ -112,6 +112,23 @@ def test_every_job_pod_is_admitted(cluster: Cluster, restricted_namespace: str, 
     assert_admitted(cluster, restricted_namespace, job_pod(step))
 
 
+def test_the_coaibackup_job_pod_of_a_migration_is_admitted(cluster: Cluster, restricted_namespace: str) -> None:
+    """The migration's Backup step is a CoaiBackup: its Job (config: the env ConfigMap and Secret
+    mounted, the key as a file) must pass the restricted profile too."""
+    from coai_operator.backup import jobs as backup_jobs
+    from coai_operator.backup.destination import Destination
+
+    backup = {"apiVersion": "coai.dev/v1alpha1", "kind": "CoaiBackup",
+              "metadata": {"name": "m-pre-abcde", "namespace": "ignored", "uid": "0b6f5e2c-2222"},
+              "spec": {"instanceRef": {"name": "coai"}, "encryption": {"keySecretRef": {"name": "bk-key"}}}}
+    instance = {**INSTANCE, "spec": {**INSTANCE["spec"], "secretRef": {"name": "coai-app"}}}
+    dest = Destination("pvc", {"name": "coai-backup"})
+    args, trees = backup_jobs.backup_args(backup, dest)
+    job = backup_jobs.engine_job(backup, "backup", args, dest, instance=instance, trees=trees, read_only_trees=True,
+                                 key_ref=backup["spec"]["encryption"]["keySecretRef"])
+    assert_admitted(cluster, restricted_namespace, pod_from_template(job["spec"]["template"], "backup-pod"))
+
+
 JOB_BREACHES = {
     "privileged": {"securityContext": {"privileged": True, "allowPrivilegeEscalation": True}},
     "root user": {"podSecurityContext": {"runAsUser": 0}},
@@ -123,7 +140,7 @@ JOB_BREACHES = {
 def test_a_job_spec_that_breaks_the_profile_is_caught(cluster: Cluster, restricted_namespace: str,
                                                       template: dict[str, Any]) -> None:
     with pytest.raises(AssertionError, match='violates PodSecurity "restricted:latest"'):
-        assert_admitted(cluster, restricted_namespace, job_pod(planner.BACKUP, jobTemplate=template))
+        assert_admitted(cluster, restricted_namespace, job_pod(planner.MIGRATE, jobTemplate=template))
 
 
 def test_a_real_job_gets_its_pod_in_the_restricted_namespace(cluster: Cluster, restricted_namespace: str) -> None:

@@ -148,7 +148,7 @@ def test_switched_off_and_unconfigured_checks_are_skipped(db_env: dict[str, str]
     assert checks["health"]["status"] == "passed"
     assert checks["chat"] == {**checks["chat"], "status": "skipped", "message": "skipped: no TEST_API_KEY"}
     assert checks["files"]["message"] == "switched off"
-    assert checks["dataIntegrity"]["message"] == "not configured: no --manifest"
+    assert checks["dataIntegrity"]["message"] == "not configured: no --manifest or --row-counts-env"
     assert app.seen == []
 
     only = run_engine(db_env, "validate", "--checks", "database")

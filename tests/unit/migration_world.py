@@ -4,11 +4,13 @@ the instance controller scaling the app and reporting Ready). Each `settle()` is
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from coai_operator.backup import controller
 from coai_operator.instance import upgrade
 from coai_operator.migration import machine
 from tests.unit.fakekube import FakeKube
@@ -75,9 +77,11 @@ class World:
 
     # --- one round of the other controllers ----------------------------------------------------
     def settle(self) -> None:
+        self._backup_controller()
         for (kind, _, name), job in list(self.kube.objects.items()):
             if kind == "Job" and not (job.get("status") or {}).get("conditions"):
                 self._finish_job(name, job)
+        self._backup_controller()
         self._instance_controller()
         for hook in self.hooks:
             hook(self)
@@ -107,6 +111,14 @@ class World:
                        "status": {"containerStatuses": [{"name": "engine", "state": {"terminated": {
                            "exitCode": 0 if ok else 1, "message": json.dumps(result)}}}]}})
 
+    def _backup_controller(self) -> None:
+        """One look of the real CoaiBackup controller at every unfinished CoaiBackup (backup/controller.py)."""
+        for (kind, _, _), backup in list(self.kube.objects.items()):
+            if kind == "CoaiBackup" and (backup.get("status") or {}).get("phase") not in ("Completed", "Failed"):
+                status, events = controller.reconcile_backup(self.kube, copy.deepcopy(backup))
+                backup["status"] = status
+                self.events += events
+
     def pending_pod(self, job: str, conditions: list[Obj] | None = None, waiting: Obj | None = None) -> None:
         status: Obj = {"phase": "Pending", "conditions": conditions or []}
         if waiting:
@@ -119,10 +131,16 @@ class World:
         """Move a running step's start into the past, as if `seconds` had gone by."""
         import datetime as dt
 
+        def earlier(stamp: str) -> str:
+            when = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+            return (when - dt.timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
         for record in self.status(name).get("steps") or []:
             if record["name"] == step and record.get("startedAt"):
-                when = dt.datetime.fromisoformat(record["startedAt"].replace("Z", "+00:00"))
-                record["startedAt"] = (when - dt.timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+                record["startedAt"] = earlier(record["startedAt"])
+        for (kind, _, _), backup in self.kube.objects.items():  # the CoaiBackups a step waits for, too
+            if kind == "CoaiBackup" and (backup.get("status") or {}).get("startTime"):
+                backup["status"]["startTime"] = earlier(backup["status"]["startTime"])
 
     def run_until_step(self, step: str, name: str = "to-2", rounds: int = 40) -> None:
         for _ in range(rounds):

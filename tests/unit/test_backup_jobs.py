@@ -85,3 +85,33 @@ def test_job_names_follow_the_action() -> None:
     assert job["metadata"]["name"] == jobs.job_name(BACKUP, "delete1") != jobs.job_name(BACKUP, "delete0")
     env = {e["name"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert "MYSQL_PASSWORD" not in env and "AWS_ACCESS_KEY_ID" in env
+
+
+def test_config_backups_mount_the_env_configmap_and_secret_read_only_never_as_env() -> None:
+    backup = {**BACKUP, "spec": {**BACKUP["spec"], "include": ["config"]}}
+    instance = {**INSTANCE, "spec": {**INSTANCE["spec"], "secretRef": {"name": "coai-app"}}}
+    args, trees = jobs.backup_args(backup, Destination("pvc", {"name": "bk"}))
+    assert "--config=/config" in args and "--env-dir=/var/run/coai-env" in args
+    pod = jobs.engine_job(backup, "backup", args, Destination("pvc", {"name": "bk"}), instance=instance,
+                          trees=trees, read_only_trees=True)["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["env-configmap"]["configMap"] == {"name": "coai-env", "optional": True}
+    assert volumes["env-secret"]["secret"] == {"secretName": "coai-app", "optional": True}
+    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+    assert mounts["env-secret"] == {"name": "env-secret", "mountPath": "/var/run/coai-env/secret.coai-app",
+                                    "readOnly": True}
+    assert not any("coai-app" in json.dumps(e) for e in pod["containers"][0]["env"])
+    assert pod["automountServiceAccountToken"] is False  # no API access needed for the copies
+    without, _ = jobs.backup_args({**BACKUP, "spec": {**BACKUP["spec"], "include": ["database"]}},
+                                  Destination("pvc", {"name": "bk"}))
+    assert not any(a.startswith("--env-dir") for a in without)
+
+
+def test_a_restore_reports_env_drift_by_key_name_only() -> None:
+    from coai_operator.backup.restore import env_drift
+
+    assert env_drift({"secret": {"name": "coai-app", "differ": [], "missing": [], "added": []}}) == ""
+    text = env_drift({"configMap": {"name": "c-env", "differ": ["A"], "missing": ["B"], "added": []},
+                      "secret": {"name": "coai-app", "differ": ["SECRET"], "missing": [], "added": ["NEW"]}})
+    assert "spec.config (the env ConfigMap) c-env: A, -B" in text and "Secret coai-app: SECRET, +NEW" in text
+    assert "env-export" in text

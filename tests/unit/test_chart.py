@@ -18,6 +18,7 @@ CHART = REPO / "charts" / "coai-operator"
 CRDS = REPO / "crds"
 MANIFESTS = REPO / "manifests"
 RULES = yaml.safe_load((CHART / "files" / "rbac-rules.yaml").read_text())
+SC = RULES["discovery"]["storageClasses"]  # backup/growth.py reads StorageClasses
 
 sys.path.insert(0, str(REPO / "charts"))
 import sync  # noqa: E402  (charts/sync.py: the copies and how they are made)
@@ -59,13 +60,13 @@ def test_crd_copies_are_byte_identical(copy_dir: Path) -> None:
 
 def test_kustomize_rbac_is_the_chart_rules_file() -> None:
     base = {d["kind"]: d for d in load_all(MANIFESTS / "base" / "rbac.yaml")}
-    assert base["ClusterRole"]["rules"] == RULES["operator"] + RULES["discovery"]["crds"]
+    assert base["ClusterRole"]["rules"] == RULES["operator"] + RULES["discovery"]["crds"] + SC
     overlay = load_all(MANIFESTS / "overlays" / "single-namespace" / "rbac.yaml")
     role = next(d for d in overlay if d["kind"] == "Role")
     assert role["metadata"]["namespace"] == "coai-apps"
     assert role["rules"] == RULES["operator"]
     discovery = next(d for d in overlay if d["kind"] == "ClusterRole")
-    assert discovery["rules"] == RULES["discovery"]["crds"] + RULES["discovery"]["namespaces"]
+    assert discovery["rules"] == RULES["discovery"]["crds"] + RULES["discovery"]["namespaces"] + SC
 
 
 @needs_helm
@@ -103,7 +104,7 @@ def test_no_pod_creation_exec_or_rbac_objects() -> None:
 
 
 def test_cluster_scoped_rules_are_read_only() -> None:
-    for rule in RULES["discovery"]["crds"] + RULES["discovery"]["namespaces"]:
+    for rule in RULES["discovery"]["crds"] + RULES["discovery"]["namespaces"] + SC:
         assert set(rule["verbs"]) <= {"get", "list", "watch"}
 
 
@@ -121,7 +122,7 @@ def test_default_render_watches_all_namespaces_with_a_cluster_role() -> None:
     docs = render()
     assert sorted(d["kind"] for d in docs) == ["ClusterRole", "ClusterRoleBinding", "Deployment", "ServiceAccount"]
     role, binding = kinds(docs, "ClusterRole")[0], kinds(docs, "ClusterRoleBinding")[0]
-    assert role["rules"] == RULES["operator"] + RULES["discovery"]["crds"]
+    assert role["rules"] == RULES["operator"] + RULES["discovery"]["crds"] + SC
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "coai-operator", "namespace": "coai-system"}]
     container = kinds(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
     assert container["args"] == ["run", "--all-namespaces", "--liveness=http://0.0.0.0:8080/healthz",
@@ -171,7 +172,7 @@ def test_watch_namespaces_gives_a_role_in_each_and_no_cluster_wide_write() -> No
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "coai-coai-operator", "namespace": "ops"}]
     (cluster_role,) = kinds(docs, "ClusterRole")
     assert cluster_role["metadata"]["name"] == "coai-coai-operator-discovery"
-    assert cluster_role["rules"] == RULES["discovery"]["crds"] + RULES["discovery"]["namespaces"]
+    assert cluster_role["rules"] == RULES["discovery"]["crds"] + RULES["discovery"]["namespaces"] + SC
     args = kinds(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[:3] == ["run", "--namespace=team-a", "--namespace=team-b"]
 
@@ -188,7 +189,7 @@ def test_discovery_and_rbac_can_be_switched_off() -> None:
 @needs_helm
 def test_owner_references_enforcement_adds_only_its_rules() -> None:
     role = kinds(render("rbac.ownerReferencesPermissionEnforcement=true"), "ClusterRole")[0]
-    assert role["rules"] == RULES["operator"] + RULES["ownerReferences"] + RULES["discovery"]["crds"]
+    assert role["rules"] == RULES["operator"] + RULES["ownerReferences"] + RULES["discovery"]["crds"] + SC
 
 
 @needs_helm

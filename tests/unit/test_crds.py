@@ -645,7 +645,8 @@ SEED_INSTANCE_DEFAULTS = {
 # What a CoaiMigration with only instanceRef and targetVersion gets from the schema.
 MIGRATION_DEFAULTS = {
     "dryRun": False,
-    "backup": {"enabled": True, "include": ["database", "storage", "config"], "pvc": {"size": "20Gi"}},
+    "backup": {"enabled": True, "retainData": True, "include": ["database", "storage", "config"],
+               "pvc": {"size": "20Gi"}},
     "storageMigration": {"enabled": False},
     "validation": {"enabled": True, "checks": ["database", "health", "dataIntegrity"], "timeoutSeconds": 300},
     "rollback": {"policy": "Automatic", "mode": "Emergency", "requested": False},

@@ -178,7 +178,7 @@ def test_bug3_backups_are_keyed_by_the_migrations_uid() -> None:
     one, two = _job_dirs(first), _job_dirs(again)
     assert one["backup"] == one["restore"] and two["backup"] == two["restore"]
     assert one["backup"] != two["backup"], (one, two)
-    assert again.status()["backup"]["location"].endswith(two["backup"])
+    assert again.status()["backup"]["location"] == "pvc/chat-backup/" + two["backup"].removeprefix("/backup/")
 
 
 # --- bug 4: events only on transitions ---------------------------------------------------------
@@ -393,7 +393,8 @@ def test_a_failing_rollback_step_keeps_the_lock_and_says_where_the_backup_is() -
     world.results["restore"] = {"ok": False, "error": "disk full"}
     status = world.run()
     assert status["phase"] == "Failed" and failed_reason(status) == "RollbackFailed"
-    assert "disk full" in status["message"] and "chat-backup:/backup/to-2-" in status["message"]
+    assert "disk full" in status["message"] and "CoaiBackup to-2-pre-" in status["message"]
+    assert "at pvc/chat-backup/apps/to-2-pre-" in status["message"]
     assert world.get("CoaiInstance", "chat")["status"]["activeMigration"] == "to-2"
 
 

@@ -7,9 +7,10 @@ import json
 
 import pytest
 
+from coai_operator.backup.destination import BackupSource, Destination
 from coai_operator.bundles import load_bundle
 from coai_operator.bundles.config_migration import ConfigRules
-from coai_operator.migration import jobs, planner
+from coai_operator.migration import backupstep, jobs, planner
 from coai_operator.migration.jobsteps import parse_result
 from coai_operator.migration.snapshot import (
     Snapshot,
@@ -106,35 +107,54 @@ def test_job_names_are_deterministic_short_and_per_step() -> None:
     assert all(len(jobs.job_name(long, s)) <= 63 for s in jobs.STEP_SLUGS)
 
 
-def test_backup_job_mounts_backup_and_storage_and_keeps_the_password_secret() -> None:
-    job = jobs.build_job(migration(), instance(), planner.BACKUP)
+def test_the_rollback_restore_job_reads_the_backup_and_keeps_the_password_secret() -> None:
+    job = jobs.build_job(migration(), instance(), planner.RB_RESTORE)
     pod = job["spec"]["template"]["spec"]
     container = pod["containers"][0]
-    assert container["args"][:4] == ["engine", "backup", "--dir", "/backup/to-2-m-1234"]
+    # Without a source the pre-migration CoaiBackup is on the default PVC, in <namespace>/<backup name>.
+    folder = f"/backup/prod/{backupstep.backup_name(migration())}"
+    assert container["args"][:4] == ["engine", "restore", "--dir", folder]
     claims = {v["name"]: v["persistentVolumeClaim"]["claimName"]
               for v in pod["volumes"] if "persistentVolumeClaim" in v}
     assert claims == {"backup": "chat-backup", "storage": "chat-storage", "config": "chat-config"}
-    assert container["args"][container["args"].index("--config") + 1] == "/config"  # config.yaml is backed up
+    assert {"name": "backup", "mountPath": "/backup", "readOnly": True} in container["volumeMounts"]
     password = next(e for e in container["env"] if e["name"] == "MYSQL_PASSWORD")
     assert password == {"name": "MYSQL_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "coai-db", "key": "password"}}}
     assert all("value" not in e or "password" not in e["value"].lower() for e in container["env"])
     assert job["metadata"]["ownerReferences"][0]["uid"] == "m-1234"
     assert job["spec"]["backoffLimit"] == 1 and job["spec"]["ttlSecondsAfterFinished"] > 0
+    # It may reach object storage: not a "migration" pod, which the NetworkPolicy confines.
+    assert job["metadata"]["labels"]["app.kubernetes.io/component"] == "backup"
 
 
-def test_config_yaml_is_read_by_backups_and_written_only_by_the_restore() -> None:
-    for step, read_only in ((planner.BACKUP, True), (planner.RB_EXPORT, True), (planner.RB_RESTORE, False)):
-        pod = jobs.build_job(migration(), instance(), step)["spec"]["template"]["spec"]
-        container = pod["containers"][0]
-        assert {"name": "config", "mountPath": "/config", "readOnly": read_only} in container["volumeMounts"], step
-        assert container["args"][container["args"].index("--config") + 1] == "/config", step
-        assert "config" in container["args"][container["args"].index("--include") + 1].split(","), step
+def test_the_rollback_restore_reads_s3_with_the_key_as_a_file_and_checks_the_version() -> None:
+    s3 = Destination("s3", {"bucket": "bk", "prefix": "p", "endpoint": "https://s3.example",
+                            "credentialsSecretRef": {"name": "s3-creds"}})
+    source = BackupSource(s3, "prod/to-2-pre-abcde", {"name": "bk-key"}, "to-2-pre-abcde")
+    mig = migration()
+    mig["status"] = {"fromVersion": "1.8.0"}
+    pod = jobs.build_job(mig, instance(), planner.RB_RESTORE, source=source)["spec"]["template"]["spec"]
+    args, env = pod["containers"][0]["args"], {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert args[args.index("--dir") + 1] == "s3://bk/p/prod/to-2-pre-abcde"
+    assert args[args.index("--target-version") + 1] == "1.8.0"
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "s3-creds"
+    assert env["COAI_BACKUP_KEY_FILE"]["value"].endswith("/key")
+    assert {v["name"] for v in pod["volumes"]} >= {"backup-key", "storage", "config"}
+    assert "chat-backup" not in json.dumps(pod)
+
+
+def test_config_yaml_is_written_only_by_the_restore() -> None:
+    pod = jobs.build_job(migration(), instance(), planner.RB_RESTORE)["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert {"name": "config", "mountPath": "/config", "readOnly": False} in container["volumeMounts"]
+    assert "--config=/config" in container["args"]
+    assert "config" in container["args"][container["args"].index("--include") + 1].split(",")
     for step in (planner.PREFLIGHT, planner.MIGRATE, planner.STORAGE, planner.VALIDATE):
         pod = jobs.build_job(migration(), instance(), step)["spec"]["template"]["spec"]
         assert all(v["name"] != "config" for v in pod["volumes"]), step
-    without = jobs.build_job(migration(backup={"include": ["database"]}), instance(), planner.BACKUP)
+    without = jobs.build_job(migration(backup={"include": ["database"]}), instance(), planner.RB_RESTORE)
     args = without["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert "--config" not in args and args[args.index("--include") + 1] == "database"
+    assert "--config=/config" not in args and args[args.index("--include") + 1] == "database"
 
 
 def test_jobs_write_the_instance_volumes_as_the_app_does() -> None:

@@ -25,10 +25,10 @@ def test_with_the_switch_each_fault_lands_on_its_step_only(monkeypatch: pytest.M
     mig = annotated("Validate=engine-fails,Migrate=never-starts")
     migrate = jobs.build_job(mig, instance(), "Migrate")["spec"]["template"]["spec"]
     validate = jobs.build_job(mig, instance(), "Validate")["spec"]["template"]["spec"]
-    backup = jobs.build_job(mig, instance(), "Backup")["spec"]["template"]["spec"]
+    restore = jobs.build_job(mig, instance(), "RollbackRestore")["spec"]["template"]["spec"]
     assert migrate["nodeSelector"] == {testfaults.NO_NODE_LABEL: "true"}
     assert any(e["name"] == "COAI_ENGINE_FAIL" for e in validate["containers"][0]["env"])
-    assert "nodeSelector" not in backup and not any(e["name"] == "COAI_ENGINE_FAIL"
-                                                   for e in backup["containers"][0]["env"])
+    assert "nodeSelector" not in restore and not any(e["name"] == "COAI_ENGINE_FAIL"
+                                                    for e in restore["containers"][0]["env"])
     assert testfaults.api_error(annotated("Rollout=api-error"), "Rollout")
     assert not testfaults.api_error(annotated("Rollout=api-error"), "Rollout")  # once per process

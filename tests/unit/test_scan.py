@@ -57,8 +57,7 @@ def operator_objects() -> dict[str, list[dict[str, Any]]]:
     spec = INSTANCES["instance-managed-redis"]
     instance = {"metadata": {"name": "chat", "namespace": "apps"}, "spec": spec,
                 "status": {"version": spec["version"]}}  # a Ready instance: the planner needs its version
-    out["migration-jobs"] = [jobs.backup_pvc(MIGRATION)] + [
-        jobs.build_job(copy.deepcopy(MIGRATION), instance, step) for step in jobs.STEP_SLUGS]
+    out["migration-jobs"] = [jobs.build_job(copy.deepcopy(MIGRATION), instance, step) for step in jobs.STEP_SLUGS]
     return out
 
 

@@ -56,7 +56,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 RBAC rules, from files/rbac-rules.yaml (the one source for the chart and manifests/):
   coai-operator.rules.operator   what the operator reads and writes (ClusterRole or Role per namespace),
                                  + the ownerReferences rules when rbac.ownerReferencesPermissionEnforcement
-  coai-operator.rules.discovery  read-only cluster-scoped rules for kopf's observers
+  coai-operator.rules.discovery  read-only cluster-scoped rules: kopf's observers (rbac.discovery) + StorageClasses
 */}}
 {{- define "coai-operator.rules.operator" -}}
 {{- $rules := .Files.Get "files/rbac-rules.yaml" | fromYaml -}}
@@ -75,6 +75,7 @@ RBAC rules, from files/rbac-rules.yaml (the one source for the chart and manifes
 {{- if .Values.watchNamespaces -}}
 {{- $out = concat $out $rules.discovery.namespaces -}}
 {{- end -}}
+{{- $out = concat $out $rules.discovery.storageClasses -}}
 {{- end -}}
 {{- toYaml $out -}}
 {{- end -}}

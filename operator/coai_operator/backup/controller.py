@@ -13,11 +13,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from coai_operator import constants
+from coai_operator.backup import growth as growth_mod
 from coai_operator.backup import jobs
 from coai_operator.backup.jobs import Destination
 from coai_operator.conditions import now_rfc3339, set_condition
+from coai_operator.instance.upgrade import deployed_version
 from coai_operator.kube import Kube, KubeError
-from coai_operator.migration.jobsteps import parse_result, pod_log_tail
+from coai_operator.kube.jobpods import POD_START_SECONDS, parse_result, pod_log_tail, pod_not_started, seconds_since
+from coai_operator.migration import testfaults
 
 Obj = dict[str, Any]
 LOCATION_KIND = "CoaiBackupLocation"
@@ -28,6 +31,7 @@ TERMINAL = ("Completed", "Failed")
 DELETE_ATTEMPT = f"{constants.GROUP}/delete-attempt"
 MAX_DELETE_ATTEMPTS = 5
 KEPT = "kept"
+GROW_WAIT_SECONDS = 600  # how long a grown PVC may take to report its new size
 
 
 @dataclass
@@ -48,15 +52,26 @@ def resolve_destination(kube: Kube, namespace: str, spec: Mapping[str, Any]) -> 
         if loc is None:
             raise ProblemError("LocationNotFound", f"CoaiBackupLocation {ref} does not exist in {namespace}")
     else:
-        defaults = [x for x in kube.list(constants.API_VERSION, LOCATION_KIND, namespace)
-                    if (x.get("spec") or {}).get("default")]
-        if not defaults:
+        loc = default_location(kube, namespace)
+        if loc is None:
             raise ProblemError("NoLocation", "set spec.locationRef or spec.destination, or mark a CoaiBackupLocation "
                                         "of this namespace with spec.default: true")
-        loc = sorted(defaults, key=lambda x: x["metadata"]["name"])[0]
     lspec = loc.get("spec") or {}
     kind = "s3" if lspec.get("s3") else "pvc"
     return Destination(kind, lspec[kind], location=loc["metadata"]["name"])
+
+
+def default_location(kube: Kube, namespace: str) -> Obj | None:
+    """The namespace's default CoaiBackupLocation (spec.default: true; the first by name if several)."""
+    defaults = [x for x in kube.list(constants.API_VERSION, LOCATION_KIND, namespace)
+                if (x.get("spec") or {}).get("default")]
+    return sorted(defaults, key=lambda x: x["metadata"]["name"])[0] if defaults else None
+
+
+def app_version(instance: Mapping[str, Any]) -> str:
+    """The version the instance runs (status.upgrade's deployed version), else the one Git asks for:
+    with GitOps, spec.version may already name the target while the data is still at the old one."""
+    return str(deployed_version(instance.get("status") or {}) or (instance.get("spec") or {}).get("version") or "")
 
 
 def ensure_pvc(kube: Kube, namespace: str, dest: Destination, instance: str) -> bool:
@@ -93,6 +108,12 @@ def job_state(kube: Kube, namespace: str, name: str) -> tuple[str, Obj]:
     return "failed", result
 
 
+def pod_start_seconds(spec: Mapping[str, Any]) -> int:
+    """How long the Job's pod may take to start (spec.jobTemplate.podStartSeconds; a migration passes
+    its spec.deadlines.podStart)."""
+    return int((spec.get("jobTemplate") or {}).get("podStartSeconds") or POD_START_SECONDS)
+
+
 def _fail(status: Obj, reason: str, message: str) -> Obj:
     status.update(phase="Failed", message=message, completionTime=now_rfc3339())
     status["conditions"] = set_condition(status.get("conditions"), "Complete", "False", reason, message)
@@ -119,23 +140,35 @@ def reconcile_backup(kube: Kube, backup: Obj) -> tuple[Obj, list[tuple[str, str,
         status["conditions"] = set_condition(status.get("conditions"), "Complete", "False", problem.reason,
                                              problem.message)
         return status, []
-    name = jobs.job_name(backup, "backup")
+    growth = status.get("volumeGrowth") or {}
+    action = "backup-grown" if growth else "backup"  # after the PVC grew, the backup runs in a new Job
+    name = jobs.job_name(backup, action)
     state, result = job_state(kube, ns, name)
     key_ref = (spec.get("encryption") or {}).get("keySecretRef")
-    app_version = str((instance.get("spec") or {}).get("version") or "")
+    version = app_version(instance)
     # set with the Job, and again on every later tick: a status write lost to a conflict is redone
     started = {"job": name, "location": dest.url(jobs.folder(backup)), "where": dest.where(jobs.folder(backup)),
                "encrypted": bool(key_ref), "startTime": status.get("startTime") or now_rfc3339(),
-               "appVersion": status.get("appVersion") or app_version}
+               "appVersion": status.get("appVersion") or version}
     if state == "missing":
-        if status.get("phase") == "Running":  # our Job vanished (deleted by hand): never re-run, fail
+        if status.get("phase") == "Running" and status.get("job") == name:  # vanished (by hand): never re-run
             return _fail(status, "JobLost", f"Job {name} disappeared before it finished"), []
+        if growth:
+            if not growth_mod.grown(kube.get("v1", "PersistentVolumeClaim", ns, growth["pvc"]), growth["to"]):
+                if seconds_since(growth["requestedAt"]) > GROW_WAIT_SECONDS:
+                    return _fail(status, "InsufficientSpace", f"{growth['refusal']}; PVC {growth['pvc']} was asked "
+                                 f"to grow from {growth['from']} to {growth['to']} but did not within "
+                                 f"{GROW_WAIT_SECONDS}s"), []
+                status["message"] = f"waiting for PVC {growth['pvc']} to grow from {growth['from']} to {growth['to']}"
+                return status, []
+            started["startTime"] = now_rfc3339()  # the new Job's (its pod-start deadline counts from here)
         if ensure_pvc(kube, ns, dest, instance_name):
             events.append(("Normal", "BackupVolumeCreated", f"created PVC {dest.spec['name']} for backups"))
         args, trees = jobs.backup_args(backup, dest)
-        args += ["--app-version", app_version] if app_version else []
-        kube.create(jobs.engine_job(backup, "backup", args, dest, instance=instance, trees=trees,
-                                    read_only_trees=True, key_ref=key_ref))
+        args += ["--app-version", version] if version else []
+        job = jobs.engine_job(backup, action, args, dest, instance=instance, trees=trees, read_only_trees=True,
+                              key_ref=key_ref)
+        kube.create(testfaults.apply_fault(job, backup, "Backup"))
         status.update(phase="Running", message=f"Job {name} running", **started)
         status["conditions"] = set_condition(status.get("conditions"), "Complete", "False", "Running",
                                              f"Job {name} running")
@@ -144,10 +177,27 @@ def reconcile_backup(kube: Kube, backup: Obj) -> tuple[Obj, list[tuple[str, str,
     status.update(started)
     if state == "running":
         status["phase"] = "Running"
+        cause = pod_not_started(kube, ns, name, seconds_since(status["startTime"]), pod_start_seconds(spec))
+        if cause:  # nothing runs: the Job goes, so it cannot start later, and the backup fails with the cause
+            kube.delete("batch/v1", "Job", ns, name)
+            message = f"Job {name} did not start within {pod_start_seconds(spec)}s: {cause}"
+            return _fail(status, "PodNotStarted", message), [("Warning", "PodNotStarted", message)]
         return status, []
     if state == "failed":
         reason = str(result.get("reason") or "BackupFailed")
         message = str(result.get("error") or f"Job {name} failed")
+        if reason == "InsufficientSpace" and dest.kind == "pvc" and not growth:  # refused before writing
+            grew = growth_mod.grow(kube, ns, dest.spec["name"], result)
+            if grew.size:
+                text = f"{message}; growing PVC {grew.pvc} from {grew.current} to {grew.size} (its storage class " \
+                       "allows it), then the backup runs again"
+                status.update(phase="Running", message=text, volumeGrowth={
+                    "pvc": grew.pvc, "from": grew.current, "to": grew.size, "requestedAt": now_rfc3339(),
+                    "refusal": message[:500]})
+                status["conditions"] = set_condition(status.get("conditions"), "Complete", "False", "GrowingVolume",
+                                                     text)
+                return status, [("Normal", "VolumeGrowing", text)]
+            message = f"{message} (the PVC was not grown: {grew.why_not})"
         return _fail(status, reason, message), [("Warning", reason, message)]
     artifacts = [{k: a.get(k) for k in ("name", "bytes", "sha256")} for a in result.get("artifacts") or []]
     total = sum(int(a.get("bytes") or 0) for a in artifacts)
@@ -230,22 +280,3 @@ def check_location(kube: Kube, location: Obj) -> Obj:
         status["conditions"] = set_condition((location.get("status") or {}).get("conditions"), "Reachable", "False",
                                              problem.reason, problem.message)
     return status
-
-
-def create_pinned_backup(kube: Kube, migration: dict, instance_name: str, location: str | None = None) -> dict:
-    """For the CoaiMigration's Backup step: one pinned CoaiBackup, owned by nobody (it outlives the
-    migration), pinned by it, at spec.backup's location or the namespace's default. Idempotent."""
-    meta = migration["metadata"]
-    name = f"{meta['name'][:40]}-pre"
-    existing = kube.get(constants.API_VERSION, BACKUP_KIND, meta["namespace"], name)
-    if existing is not None:
-        return existing
-    spec: dict[str, Any] = {"instanceRef": {"name": instance_name}, "pinned": True,
-                            "include": ["database", "storage", "config"], "verify": True}
-    if location:
-        spec["locationRef"] = {"name": location}
-    return kube.create({"apiVersion": constants.API_VERSION, "kind": BACKUP_KIND,
-                        "metadata": {"name": name, "namespace": meta["namespace"],
-                                     "labels": {**constants.labels(instance_name, "backup"),
-                                                f"{constants.GROUP}/migration": meta["name"]}},
-                        "spec": spec})

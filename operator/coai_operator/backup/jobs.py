@@ -1,7 +1,7 @@
-"""Destinations and engine Jobs for backups, restores and deletions. Pure: dicts in, dicts out.
+"""Engine Jobs for backups, restores and deletions. Pure: dicts in, dicts out.
 
-A destination is a PVC (mounted at /backup) or S3 (settings as env, credentials by
-secretKeyRef, a CA bundle mounted from a Secret). A backup lives at `<root>/<namespace>/<name>`
+Destinations (a PVC mounted at /backup, or S3 settings as env with credentials by secretKeyRef)
+are in backup/destination.py. A backup lives at `<root>/<namespace>/<name>`
 (PVC: `/backup/<prefix>/<name>`), so locations can be shared by namespaces and clusters.
 Jobs reuse the migration's conventions (restricted pod security, database env from the
 instance's spec, the engine's result in the termination message).
@@ -11,78 +11,34 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from coai_operator import constants
-from coai_operator.instance.spec import Names
-from coai_operator.migration.jobs import (
+from coai_operator.backup.destination import (  # noqa: F401  (re-exported)
+    BACKUP_MOUNT,
+    CA_MOUNT,
+    CONFIG_MOUNT,
+    KEY_MOUNT,
+    STORAGE_MOUNT,
+    Destination,
+    env_volumes,
+    key_volume,
+    tree_args,
+)
+from coai_operator.enginepod import (
     DEFAULT_RESOURCES,
     RESTRICTED_CONTAINER_SECURITY,
     database_env,
     engine_image,
     job_pod_security,
 )
+from coai_operator.instance.spec import Names
 
 Obj = dict[str, Any]
-BACKUP_MOUNT = "/backup"
-STORAGE_MOUNT = "/storage"
-CONFIG_MOUNT = "/config"
-KEY_MOUNT = "/var/run/coai-backup-key"
-CA_MOUNT = "/var/run/coai-s3-ca"
 RESULT_FILE = "/dev/termination-log"
 JOB_TTL_SECONDS = 24 * 3600
 LABEL_OWNER = f"{constants.GROUP}/owner"
 LABEL_SCHEDULE = f"{constants.GROUP}/schedule"
-
-
-@dataclass(frozen=True)
-class Destination:
-    kind: str  # "pvc" | "s3"
-    spec: Mapping[str, Any]
-    location: str = ""  # the CoaiBackupLocation it came from ("" for an inline destination)
-    extra: Mapping[str, Any] = field(default_factory=dict)
-
-    def url(self, folder: str) -> str:
-        prefix = str(self.spec.get("prefix") or "").strip("/")
-        path = "/".join(p for p in (prefix, folder) if p)
-        if self.kind == "s3":
-            return f"s3://{self.spec['bucket']}/{path}"
-        return f"{BACKUP_MOUNT}/{path}"
-
-    def where(self, folder: str) -> str:
-        if self.kind == "s3":
-            return self.url(folder)
-        return f"pvc/{self.spec['name']}/{self.url(folder).removeprefix(BACKUP_MOUNT + '/')}"
-
-    def env(self) -> list[Obj]:
-        if self.kind != "s3":
-            return []
-        s3 = self.spec
-        creds = s3.get("credentialsSecretRef") or {}
-        env: list[Obj] = [
-            {"name": "COAI_S3_ENDPOINT", "value": str(s3["endpoint"]).rstrip("/")},
-            {"name": "COAI_S3_REGION", "value": str(s3.get("region") or "us-east-1")},
-            {"name": "COAI_S3_PATH_STYLE", "value": "true" if s3.get("pathStyle", True) else "false"},
-            {"name": "AWS_ACCESS_KEY_ID", "valueFrom": {"secretKeyRef": {
-                "name": creds["name"], "key": creds.get("accessKeyIdKey") or "AWS_ACCESS_KEY_ID"}}},
-            {"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": {"secretKeyRef": {
-                "name": creds["name"], "key": creds.get("secretAccessKeyKey") or "AWS_SECRET_ACCESS_KEY"}}},
-        ]
-        if (s3.get("caBundleSecretRef") or {}).get("name"):
-            env.append({"name": "COAI_S3_CA_FILE", "value": f"{CA_MOUNT}/ca.crt"})
-        return env
-
-    def volumes(self) -> tuple[list[Obj], list[Obj]]:
-        if self.kind == "pvc":
-            return ([{"name": "backup", "persistentVolumeClaim": {"claimName": self.spec["name"]}}],
-                    [{"name": "backup", "mountPath": BACKUP_MOUNT}])
-        ca = self.spec.get("caBundleSecretRef") or {}
-        if not ca.get("name"):
-            return [], []
-        return ([{"name": "s3-ca", "secret": {"secretName": ca["name"],
-                                              "items": [{"key": ca.get("key") or "ca.crt", "path": "ca.crt"}]}}],
-                [{"name": "s3-ca", "mountPath": CA_MOUNT, "readOnly": True}])
 
 
 def job_name(owner: Mapping[str, Any], action: str) -> str:
@@ -120,11 +76,11 @@ def engine_job(owner: Mapping[str, Any], action: str, args: list[str], dest: Des
             claim, mount = (names.storage_pvc, STORAGE_MOUNT) if tree == "storage" else (names.config_pvc, CONFIG_MOUNT)
             volumes.append({"name": tree, "persistentVolumeClaim": {"claimName": claim}})
             mounts.append({"name": tree, "mountPath": mount, "readOnly": read_only_trees})
-    if key_ref and key_ref.get("name"):
-        item = {"key": key_ref.get("key") or "key", "path": "key"}
-        volumes.append({"name": "backup-key", "secret": {"secretName": key_ref["name"], "items": [item]}})
-        mounts.append({"name": "backup-key", "mountPath": KEY_MOUNT, "readOnly": True})
-        env.append({"name": "COAI_BACKUP_KEY_FILE", "value": f"{KEY_MOUNT}/key"})
+        if "config" in trees:
+            ev, em = env_volumes(instance)
+            volumes, mounts = volumes + ev, mounts + em
+    kv, km, ke = key_volume(key_ref)
+    volumes, mounts, env = volumes + kv, mounts + km, env + ke
     container: Obj = {
         "name": "engine", "image": engine_image({"jobTemplate": template}),
         "imagePullPolicy": "IfNotPresent", "args": ["engine", *args], "env": env, "volumeMounts": mounts,
@@ -139,7 +95,9 @@ def engine_job(owner: Mapping[str, Any], action: str, args: list[str], dest: Des
         if template.get(key):
             pod_spec[key] = template[key]
     instance_name = (instance or {}).get("metadata", {}).get("name") or "none"
-    labels = {**constants.labels(instance_name, "backup"), LABEL_OWNER: owner["metadata"]["name"]}
+    # the step label: the operator's Job-failure metric counts these Jobs too (metrics.py)
+    labels = {**constants.labels(instance_name, "backup"), LABEL_OWNER: owner["metadata"]["name"],
+              f"{constants.GROUP}/step": action}
     return {
         "apiVersion": "batch/v1", "kind": "Job",
         "metadata": {"name": job_name(owner, action), "namespace": owner["metadata"]["namespace"], "labels": labels,
@@ -158,7 +116,7 @@ def backup_args(backup: Mapping[str, Any], dest: Destination) -> tuple[list[str]
     args = ["backup", "--dir", dest.url(folder(backup)), "--include", ",".join(include),
             "--compression", str(spec.get("compression") or "gzip"),
             "--label", f"CoaiBackup {backup['metadata']['namespace']}/{backup['metadata']['name']}"]
-    args += [f"--{t}={STORAGE_MOUNT if t == 'storage' else CONFIG_MOUNT}" for t in trees]
+    args += tree_args(trees)
     if spec.get("verify", True) and "database" in include:
         args.append("--verify")
     return args, trees

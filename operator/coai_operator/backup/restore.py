@@ -16,7 +16,15 @@ from typing import Any
 
 from coai_operator import constants
 from coai_operator.backup import jobs
-from coai_operator.backup.controller import BACKUP_KIND, TERMINAL, ProblemError, job_state, resolve_destination
+from coai_operator.backup.controller import (
+    BACKUP_KIND,
+    TERMINAL,
+    ProblemError,
+    app_version,
+    job_state,
+    resolve_destination,
+)
+from coai_operator.backup.destination import INCLUDE, restore_args
 from coai_operator.conditions import now_rfc3339, set_condition
 from coai_operator.instance import upgrade_state as us
 from coai_operator.instance.spec import Names
@@ -59,7 +67,7 @@ def _claims(instance: Obj, restore: Obj) -> list[str]:
 
 def _restore_args(restore: Obj, dest: jobs.Destination, folder: str, instance: Obj) -> tuple[list[str], tuple]:
     spec = restore["spec"]
-    target_version = str((instance.get("spec") or {}).get("version") or "")
+    target_version = app_version(instance)  # what it runs, not what Git may already ask for
     if spec.get("import"):
         imp = spec["import"]
         args = ["import"]
@@ -68,14 +76,22 @@ def _restore_args(restore: Obj, dest: jobs.Destination, folder: str, instance: O
         if imp.get("storageTar"):
             args += ["--tar", dest.url(imp["storageTar"]), "--storage", jobs.STORAGE_MOUNT]
         return args, ("storage",) if imp.get("storageTar") else ()
-    include = [i for i in ("database", "storage", "config") if i in (spec.get("include") or ["database", "storage",
-                                                                                             "config"])]
-    args = ["restore", "--dir", dest.url(folder), "--include", ",".join(include),
-            *(["--target-version", target_version] if target_version else []),
-            *(["--force"] if spec.get("force") else [])]
-    trees = tuple(i for i in include if i != "database")
-    args += [f"--{t}={jobs.STORAGE_MOUNT if t == 'storage' else jobs.CONFIG_MOUNT}" for t in trees]
-    return args, trees
+    return restore_args(dest.url(folder), spec.get("include") or INCLUDE, target_version, bool(spec.get("force")))
+
+
+def env_drift(env: Obj) -> str:
+    """What differs between the backup's env copies and the instance now, by key NAME. Not written
+    back: the ConfigMap is rendered from the instance's spec (Git), the Secret is the user's."""
+    parts = []
+    for kind, what in (("configMap", "spec.config (the env ConfigMap)"), ("secret", "Secret")):
+        d = env.get(kind) or {}
+        keys = [*d.get("differ", []), *(f"-{k}" for k in d.get("missing", [])), *(f"+{k}" for k in d.get("added", []))]
+        if keys:
+            parts.append(f"{what} {d.get('name')}: {', '.join(keys[:20])}")
+    if not parts:
+        return ""
+    return ("the instance's env differs from the backup's copies (" + "; ".join(parts) + "); restore them from "
+            "Git, or with `coai-operator engine env-export` and the backup's key")
 
 
 def _deployment_scaled_down(kube: Kube, ns: str, name: str) -> bool:
@@ -151,6 +167,12 @@ def reconcile_restore(kube: Kube, restore: Obj) -> tuple[Obj, Events]:
         if state == "failed":
             return fail(str(result.get("reason") or "RestoreFailed"), str(result.get("error") or f"Job {job} failed"))
         total = sum(int(a.get("bytes") or 0) for a in result.get("artifacts") or [])
+        drift = env_drift(result.get("env") or {})
+        status["conditions"] = set_condition(status.get("conditions"), "EnvDiffers", "True" if drift else "False",
+                                             "EnvDiffers" if drift else "EnvMatches", drift or "the env ConfigMap "
+                                             "and Secret hold what the backup recorded")
+        if drift:
+            events.append(("Warning", "EnvDiffers", drift))
         status.update(step="Version", artifacts=result.get("artifacts") or [], rowCounts=result.get("rowCounts") or {},
                       appVersion=str(result.get("appVersion") or backup_version), size=jobs.human_bytes(total))
         return status, [("Normal", "Restored", f"database and files restored from {status['where']}")]

@@ -53,7 +53,7 @@ def candidates(backups: list[Obj]) -> list[Candidate]:
         created = _parse_time(status.get("startTime")) or _parse_time(b["metadata"]["creationTimestamp"])
         assert created is not None
         out.append(Candidate(b["metadata"]["name"], created, status.get("phase") == "Completed",
-                             bool((b.get("spec") or {}).get("pinned") or status.get("pinnedBy"))))
+                             bool((b.get("spec") or {}).get("pinned"))))
     return out
 
 

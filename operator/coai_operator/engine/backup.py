@@ -32,7 +32,7 @@ from typing import Any
 import pymysql
 
 from coai_operator.domain.errors import BackupError, EngineError
-from coai_operator.engine import compress, crypto, testhooks
+from coai_operator.engine import compress, crypto, envcopy, testhooks
 from coai_operator.engine.archive import TreeStats, scan_tar_stream, write_tree_tar
 from coai_operator.engine.artifacts import artifact_reader, artifact_writer
 from coai_operator.engine.dbconfig import DbConfig, option_file
@@ -70,7 +70,8 @@ DUMP_OPTIONS = (
 )
 DONE_MARKER = b"-- Dump completed"
 KNOWN_ARTIFACTS = tuple(
-    f"{base}{suffix}" for base in ("database.sql", "storage.tar") for suffix in compress.SUFFIX.values()
+    f"{base}{suffix}" for base in ("database.sql", "storage.tar", "config-env.json")
+    for suffix in compress.SUFFIX.values()
 )
 
 
@@ -83,6 +84,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                           "storage/config when --storage/--config is given)")
     parser.add_argument("--label", default="", help="free text recorded in the manifest")
     parser.add_argument("--app-version", default="", help="the CoAI version running (recorded in the manifest)")
+    parser.add_argument("--env-dir", type=Path, help="with config: the env ConfigMap and Secret as mounted volumes "
+                                                     "(configmap.NAME/, secret.NAME/), copied into the backup")
     parser.add_argument("--compression", default="gzip", choices=["gzip", "zstd", "auto"],
                         help="gzip (default, in-process) or zstd (needs the zstd binary); auto picks zstd if present")
     parser.add_argument("--level", type=int, help="compression level (default gzip 1, zstd 3: fast, see compress.py)")
@@ -106,6 +109,7 @@ class BackupRequest:
     verify: bool = False
     key: bytes | None = None
     app_version: str = ""
+    env_dir: Path | None = None
 
     @property
     def store(self) -> Store:
@@ -121,7 +125,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         directory=args.dir, include=include, storage=args.storage, config=args.config, label=args.label,
         compression=compress.resolve(args.compression), level=args.level,
         events=not args.skip_events, overwrite=args.overwrite, verify=args.verify, key=crypto.load_key(),
-        app_version=args.app_version,
+        app_version=args.app_version, env_dir=args.env_dir,
     )
     cfg = DbConfig.from_env() if DATABASE in include else None
     return create_backup(request, cfg)
@@ -173,7 +177,7 @@ def _remove_leftovers(store: Store) -> None:
         return  # objects only ever appear complete; same names are simply overwritten
     for path in store.root.iterdir():
         stale_tmp = path.name.startswith(".") and path.name.endswith(".tmp") and path.name[1:].startswith(
-            ("database.sql", "storage.tar", "config.tar", MANIFEST_NAME))
+            ("database.sql", "storage.tar", "config.tar", "config-env.json", MANIFEST_NAME))
         if stale_tmp or path.name in KNOWN_ARTIFACTS:
             path.unlink(missing_ok=True)
 
@@ -353,6 +357,9 @@ def _create_backup(req: BackupRequest, cfg: DbConfig | None) -> dict[str, Any]:
                 manifest.storage = summary
             else:
                 manifest.config = summary
+                if req.env_dir is not None:
+                    env_art, summary["env"] = envcopy.write(store, req.env_dir, req.compression, req.level, req.key)
+                    manifest.artifacts.append(env_art)
             manifest.skipped_entries += [{**e, "volume": kind} if kind != STORAGE else e
                                          for e in stats.skipped_entries]
             manifest.artifacts.append(artifact)

@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "backup": ("coai_operator.engine.backup", "dump database + archive storage, write a verified manifest"),
     "restore": ("coai_operator.engine.restore", "verify a backup's checksums, then restore it"),
     "catalog": ("coai_operator.engine.catalog", "list the backups at a location, or --delete one"),
+    "env-export": ("coai_operator.engine.envcopy", "write a backup's env ConfigMap and Secret copies as manifests"),
     "import": ("coai_operator.engine.importer", "import a plain mysqldump file and a volume tar"),
     "migrate": ("coai_operator.engine.migrate", "apply each pending schema/data hop"),
     "migrate-real": ("coai_operator.engine.realmigrate", "real 3.x/4.x line: apply upstream's missing SQL fixes"),

@@ -39,7 +39,8 @@ MANIFEST_NAME = "manifest.json"
 DATABASE = "database"
 STORAGE = "storage"
 CONFIG = "config"  # the /config volume (config.yaml)
-KINDS = (DATABASE, STORAGE, CONFIG)
+ENV = "env"  # with config: copies of the env ConfigMap and Secret (engine/envcopy.py)
+KINDS = (DATABASE, STORAGE, CONFIG, ENV)
 TREES = (STORAGE, CONFIG)
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 

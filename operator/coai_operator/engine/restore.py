@@ -30,7 +30,7 @@ from typing import Any
 import pymysql
 
 from coai_operator.domain.errors import RestoreError
-from coai_operator.engine import compress, crypto, testhooks
+from coai_operator.engine import compress, crypto, envcopy, testhooks
 from coai_operator.engine.archive import FilterError, clear_tree, extract_tar_stream, scan_tar_stream, tree_stats
 from coai_operator.engine.artifacts import artifact_reader, stored_digest
 from coai_operator.engine.dbconfig import DbConfig, connect, option_file
@@ -63,6 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                                "by a newer version is refused")
     parser.add_argument("--force", action="store_true", help="restore a backup of a newer app version anyway")
     parser.add_argument("--include", help="comma list of database,storage,config (default: what the backup holds)")
+    parser.add_argument("--env-dir", type=Path, help="the env ConfigMap and Secret the target mounts now (read-only): "
+                                                     "the result names the keys that differ from the backup's copies")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -75,7 +77,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     check_version(manifest, args.target_version, args.force)
     cfg = DbConfig.from_env() if DATABASE in include else None
     try:
-        return restore_backup(store, manifest, include, cfg, args.storage, crypto.load_key(), args.config)
+        return restore_backup(store, manifest, include, cfg, args.storage, crypto.load_key(), args.config,
+                              args.env_dir)
     except StoreError as exc:
         raise RestoreError(str(exc)) from exc
 
@@ -147,6 +150,11 @@ def verify_backup(store: Store | Path, manifest: Manifest, include: list[str], s
         if digest != art.sha256:
             raise RestoreError(f"backup artifact {art.name} does not match its sha256 (corrupt); {NOTHING_CHANGED}")
         log.info("verified %s (%d bytes, sha256 %s)", art.name, art.bytes, art.sha256[:12])
+    if CONFIG in include:
+        try:  # the env copies: decrypted and decoded to the end, sha256 checked (artifact_reader)
+            envcopy.read(store, manifest, key)
+        except (compress.CompressionError, crypto.DecryptionError, ValueError) as exc:
+            raise RestoreError(f"the env copies of the backup are corrupt ({exc}); {NOTHING_CHANGED}") from exc
 
 
 def _drop_everything(conn: pymysql.Connection, schema: str) -> int:
@@ -258,7 +266,8 @@ def restore_storage(store: Store, manifest: Manifest, root: Path, key: bytes | N
 
 
 def restore_backup(store: Store | Path, manifest: Manifest, include: list[str], cfg: DbConfig | None,
-                   storage: Path | None, key: bytes | None = None, config: Path | None = None) -> dict[str, Any]:
+                   storage: Path | None, key: bytes | None = None, config: Path | None = None,
+                   env_dir: Path | None = None) -> dict[str, Any]:
     store = LocalStore(store) if isinstance(store, Path) else store
     for kind, tree in ((STORAGE, storage), (CONFIG, config)):
         if kind not in include:
@@ -290,4 +299,7 @@ def restore_backup(store: Store | Path, manifest: Manifest, include: list[str], 
     if CONFIG in include:
         assert config is not None
         result["config"] = restore_storage(store, manifest, config, key, CONFIG)
+        saved = envcopy.read(store, manifest, key)
+        if saved:  # reported, never written back: the operator renders the ConfigMap, the Secret is the user's
+            result["env"] = envcopy.differences(saved, env_dir)
     return result

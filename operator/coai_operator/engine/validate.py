@@ -13,7 +13,7 @@ Checks (each reports {name, status: passed|failed|skipped, message, durationMs})
 - quota:         (real app) an authenticated read, GET {api-prefix}/quota with that login's token.
 - fingerprint:   (real app) GET {api-prefix}/userinfo is 404 on 3.x and answers on 4.x: catches an
                  image that is not the --expect-version its tag says.
-- dataIntegrity: row counts against a backup manifest. Rule: no table may LOSE rows — every
+- dataIntegrity: row counts against a backup manifest (or --row-counts-env). Rule: no table may LOSE rows — every
                  table in the manifest's rowCounts that still exists must have at least as many
                  rows now (exactly as many with --exact, e.g. straight after a restore); a table
                  that no longer exists fails unless listed in --allow-dropped; tables created by
@@ -77,6 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default 10); also the DB connect timeout")
     parser.add_argument("--retry-interval", type=float, default=2.0, help="seconds between HTTP retries")
     parser.add_argument("--manifest", type=Path, help="backup manifest (file or directory) for dataIntegrity")
+    parser.add_argument("--row-counts-env", help="for dataIntegrity without a manifest: the environment variable "
+                                                 "holding the backup's row counts as JSON {table: rows}")
     parser.add_argument("--exact", action="store_true", help="dataIntegrity: counts must be equal, not just >=")
     parser.add_argument("--ignore-tables", help="dataIntegrity: tables allowed to lose rows")
     parser.add_argument("--allow-dropped", help="dataIntegrity: tables a migration may drop")
@@ -116,6 +118,7 @@ class Settings:
     timeout: float = 10.0
     retry_interval: float = 2.0
     manifest: Path | None = None
+    row_counts_env: str | None = None
     exact: bool = False
     ignore_tables: tuple[str, ...] = ()
     allow_dropped: tuple[str, ...] = ()
@@ -253,23 +256,37 @@ def check_files(settings: Settings) -> str:
     return f"POST {url}: HTTP {status}, file id {answer['id']}"
 
 
-def check_data_integrity(settings: Settings) -> str:
-    if settings.manifest is None:
-        raise Skip("not configured: no --manifest")
+def _expected_rows(settings: Settings) -> dict[str, int]:
+    if settings.manifest is not None:
+        counts = read_manifest(settings.manifest).row_counts
+        if not counts:
+            raise Fail(f"{settings.manifest} records no row counts")
+        return counts
+    assert settings.row_counts_env is not None
     try:
-        manifest = read_manifest(settings.manifest)
+        counts = json.loads(os.environ.get(settings.row_counts_env) or "{}")
+    except json.JSONDecodeError as exc:
+        raise Fail(f"${settings.row_counts_env} is not JSON: {exc}") from exc
+    if not isinstance(counts, dict) or not counts:
+        raise Fail(f"${settings.row_counts_env} holds no row counts (the backup recorded none)")
+    return {str(t): int(n) for t, n in counts.items()}
+
+
+def check_data_integrity(settings: Settings) -> str:
+    if settings.manifest is None and not settings.row_counts_env:
+        raise Skip("not configured: no --manifest or --row-counts-env")
+    try:
+        row_counts = _expected_rows(settings)
         cfg = _db_config(settings)
     except (ManifestError, ConfigError) as exc:
         raise Fail(str(exc)) from exc
-    if not manifest.row_counts:
-        raise Fail(f"{settings.manifest} records no row counts")
     try:
         conn = connect(cfg)
     except pymysql.err.MySQLError as exc:
         raise Fail(describe_db_error(cfg, exc)) from exc
     try:
         present = set(list_tables(conn, cfg.database))
-        expected = {t: n for t, n in manifest.row_counts.items() if t not in settings.ignore_tables}
+        expected = {t: n for t, n in row_counts.items() if t not in settings.ignore_tables}
         now = count_rows(conn, sorted(t for t in expected if t in present))
     finally:
         conn.close()
@@ -333,7 +350,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     settings = Settings(
         base_url=args.base_url, health_path=args.health_path, chat_path=args.chat_path, files_path=args.files_path,
         chat_model=args.chat_model, api_key_env=args.api_key_env, timeout=args.timeout,
-        retry_interval=args.retry_interval, manifest=args.manifest,
+        retry_interval=args.retry_interval, manifest=args.manifest, row_counts_env=args.row_counts_env,
         exact=args.exact, ignore_tables=tuple(_csv(args.ignore_tables)), allow_dropped=tuple(_csv(args.allow_dropped)),
         api_prefix=args.api_prefix, expect_version=args.expect_version, admin_password_env=args.admin_password_env,
     )

@@ -43,6 +43,7 @@ RESOURCES: dict[str, tuple[str, bool]] = {
     constants.INSTANCE_KIND: (constants.INSTANCE_PLURAL, True),
     constants.MIGRATION_KIND: (constants.MIGRATION_PLURAL, True),
     "Namespace": ("namespaces", False),
+    "StorageClass": ("storageclasses", False),
 }
 
 _WRITE_SEQUENCE = itertools.count(1)  # process-wide, so the log shows every write in order

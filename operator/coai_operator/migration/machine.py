@@ -21,7 +21,7 @@ from coai_operator import constants
 from coai_operator.bundles import load_bundle
 from coai_operator.conditions import now_rfc3339
 from coai_operator.kube import Kube, KubeError
-from coai_operator.migration import jobs, planner, testfaults
+from coai_operator.migration import backupstep, planner, testfaults
 from coai_operator.migration.context import Ctx
 from coai_operator.migration.jobsteps import run_job_step
 from coai_operator.migration.lock import acquire_lock, lock_holder, release_lock
@@ -148,9 +148,8 @@ def advance(ctx: Ctx) -> float | None:
             if rolling_back:
                 ctx.status["completedAt"] = now_rfc3339()
                 set_phase(ctx, "Failed", "RollbackFailed",
-                          f"rollback failed at {name}: {outcome.message}. The backup is at "
-                          f"{jobs.backup_pvc_name(ctx.migration)}:{jobs.backup_location(ctx.migration)}; the lock on "
-                          f"{ctx.instance_name} is kept until this migration is deleted.")
+                          f"rollback failed at {name}: {outcome.message}. {backupstep.whereabouts(ctx.status)}; "
+                          f"the lock on {ctx.instance_name} is kept until this migration is deleted.")
                 ctx.event("RollbackFailed", ctx.status["message"], warning=True)
                 return None
             fail(ctx, outcome.reason or f"{name}Failed", f"{name} failed: {outcome.message}",
@@ -166,13 +165,9 @@ def advance(ctx: Ctx) -> float | None:
             return None
         record["phase"] = "Succeeded"
         ctx.event(f"{name}Succeeded", outcome.message[:1000])
-        if name == planner.BACKUP:
-            ctx.status["backup"] = {
-                "location": f"pvc/{jobs.backup_pvc_name(ctx.migration)}{jobs.backup_location(ctx.migration)}",
-                "artifacts": outcome.data.get("artifacts") or [],
-                "rowCounts": outcome.data.get("rowCounts") or {},
-                "completedAt": outcome.data.get("completedAt") or now_rfc3339(),
-            }
+        if name == planner.BACKUP:  # the CoaiBackup the rollback restores (migration/backupstep.py)
+            ctx.status["backup"] = {k: outcome.data[k] for k in ("name", "location", "artifacts", "rowCounts",
+                                                                  "completedAt") if k in outcome.data}
     # Every step of this direction is done.
     ctx.status["completedAt"] = now_rfc3339()
     ctx.status.pop("currentStep", None)
@@ -289,8 +284,8 @@ def reconcile(kube: Kube, migration: Obj, wake: bool = True) -> tuple[Obj, list[
         # Nothing can be rolled back without it (the Jobs take the database settings from it).
         ctx.status["completedAt"] = now_rfc3339()
         set_phase(ctx, "Failed", Reason.INSTANCE_NOT_FOUND,
-                  f"CoaiInstance {ctx.instance_name} disappeared during the migration; nothing is rolled back. The "
-                  f"backup is at {jobs.backup_pvc_name(ctx.migration)}:{jobs.backup_location(ctx.migration)}.")
+                  f"CoaiInstance {ctx.instance_name} disappeared during the migration; nothing is rolled back. "
+                  f"{backupstep.whereabouts(ctx.status)}.")
         ctx.event(Reason.INSTANCE_NOT_FOUND, ctx.status["message"], warning=True)
         return status, ctx.events, None
     if lock_holder(ctx.instance) != ctx.name:

@@ -10,11 +10,11 @@ from coai_operator import constants
 
 Obj = dict[str, Any]
 
-BACKUP_MOUNT = "/backup"
 STORAGE_MOUNT = "/storage"
 CONFIG_MOUNT = "/config"
 BUNDLE_MOUNT = "/bundle"
 CERTS_MOUNT = "/certs"
+LABEL_MIGRATION = f"{constants.GROUP}/migration"
 
 
 def job_name(migration: Mapping[str, Any], slug: str) -> str:
@@ -27,13 +27,6 @@ def job_name(migration: Mapping[str, Any], slug: str) -> str:
 def backup_pvc_name(migration: Mapping[str, Any]) -> str:
     pvc = ((migration.get("spec") or {}).get("backup") or {}).get("pvc") or {}
     return str(pvc.get("name") or f"{migration['spec']['instanceRef']['name']}-backup")
-
-
-def backup_location(migration: Mapping[str, Any]) -> str:
-    """Keyed by the uid too: a migration deleted and re-created under the same name (routine with
-    GitOps) must never reuse, or restore, the backup of its predecessor."""
-    meta = migration["metadata"]
-    return f"{BACKUP_MOUNT}/{meta['name']}-{meta['uid'][:8]}"
 
 
 def owner_reference(obj: Mapping[str, Any]) -> Obj:

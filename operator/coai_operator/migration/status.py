@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 from coai_operator.conditions import set_condition
+from coai_operator.kube.jobpods import seconds_since  # noqa: F401  (re-exported: the machine's clock)
 from coai_operator.migration.context import Ctx
 from coai_operator.migration.model import TERMINAL_PHASES, Obj, Phase, StepName, StepPhase
 
@@ -12,11 +11,6 @@ STATUS_KEYS = frozenset({
     "phase", "fromVersion", "toVersion", "path", "steps", "currentStep", "backup", "previous", "startedAt",
     "completedAt", "message", "observedGeneration", "conditions",
 })
-
-
-def seconds_since(timestamp: str) -> float:
-    when = dt.datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
-    return (dt.datetime.now(dt.UTC) - when).total_seconds()
 
 
 def step_record(status: Obj, name: str) -> Obj | None:

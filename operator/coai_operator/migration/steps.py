@@ -6,18 +6,22 @@ deadline, whether it runs at all, and which rollback step undoes it. Adding a st
 from __future__ import annotations
 
 import copy
+import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from coai_operator.backup.destination import BackupSource, restore_args
 from coai_operator.instance.spec import Names, with_defaults
-from coai_operator.migration import opsteps, realjobs
+from coai_operator.migration import backupstep, opsteps, realjobs
 from coai_operator.migration.context import Ctx
 from coai_operator.migration.model import Obj, Phase, StepName, StepOutcome
-from coai_operator.migration.names import BUNDLE_MOUNT, CONFIG_MOUNT, STORAGE_MOUNT, backup_location
+from coai_operator.migration.names import BUNDLE_MOUNT, STORAGE_MOUNT
 
-Volume = Literal["backup", "backup-ro", "storage", "config", "config-ro", "bundle"]
+# "backup": the pre-migration backup's destination (PVC read-only, or S3 settings), and its key.
+Volume = Literal["backup", "storage", "config", "bundle"]
+ROW_COUNTS_ENV = "COAI_EXPECTED_ROW_COUNTS"
 
 
 @dataclass(frozen=True)
@@ -26,7 +30,10 @@ class JobInput:
 
     migration: Mapping[str, Any]
     instance: Mapping[str, Any]
-    has_backup: bool = True
+    # The backup's row counts (status.backup.rowCounts), None without a backup: Validate compares with them.
+    row_counts: Mapping[str, int] | None = None
+    # The pre-migration CoaiBackup as a Job reads it (RollbackRestore); pure builds use the default PVC.
+    source: BackupSource | None = None
 
     @property
     def spec(self) -> Mapping[str, Any]:
@@ -37,22 +44,21 @@ class JobInput:
         return str(self.spec["targetVersion"])
 
     @property
-    def location(self) -> str:
-        return backup_location(self.migration)
+    def has_backup(self) -> bool:
+        return self.row_counts is not None
+
+    @property
+    def backup(self) -> BackupSource:
+        return self.source or backupstep.default_source(self.migration)
 
     @property
     def bundle(self) -> list[str]:
         return ["--bundle-dir", BUNDLE_MOUNT] if (self.spec.get("migrations") or {}).get("configMapRef") else []
 
     @property
-    def include(self) -> str:
+    def include(self) -> list[str]:
         wanted = (self.spec.get("backup") or {}).get("include") or ["database", "storage", "config"]
-        return ",".join(i for i in wanted if i in ("database", "storage", "config"))
-
-    @property
-    def config(self) -> list[str]:
-        """config.yaml (the config PVC) goes into the backup unless spec.backup.include leaves it out."""
-        return ["--config", CONFIG_MOUNT] if "config" in self.include.split(",") else []
+        return [i for i in ("database", "storage", "config") if i in wanted]
 
     @property
     def real(self) -> bool:
@@ -118,14 +124,16 @@ def _validate_args(job: JobInput) -> list[str]:
     return ["validate", "--checks", ",".join(validation_checks(job.spec)), "--base-url", base_url,
             "--health-path", str(inst_spec.get("healthPath") or "/health"),
             "--timeout", str(validation.get("timeoutSeconds") or 300),
-            # Without a backup there are no row counts to compare with: dataIntegrity is skipped (the plan
-            # says so) and nothing mounts a backup volume that does not exist.
-            *(["--manifest", f"{job.location}/manifest.json"] if job.has_backup else []),
+            # The backup's row counts come in the environment (from status.backup), so the Job needs no
+            # access to the backup's store. Without a backup dataIntegrity is skipped (the plan says so).
+            *(["--row-counts-env", ROW_COUNTS_ENV] if job.has_backup else []),
             *(realjobs.validate_args(job.instance, job.target) if job.real else [])]
 
 
 def _validate_env(job: JobInput) -> list[Obj]:
     env = realjobs.validate_env(job.instance) if job.real else []
+    if job.row_counts is not None:
+        env.append({"name": ROW_COUNTS_ENV, "value": json.dumps(dict(job.row_counts), sort_keys=True)})
     api_key = (job.spec.get("validation") or {}).get("apiKeySecretRef") or {}
     if api_key.get("name"):
         env.append({"name": "TEST_API_KEY", "valueFrom": {"secretKeyRef": {
@@ -147,10 +155,9 @@ def _plan_summary(result: Obj) -> str:
     return f"database at {result.get('current')}, path {' -> '.join(result.get('path') or []) or 'none'}"
 
 
-def _backup_summary(result: Obj) -> str:
-    total = sum(int(a.get("bytes") or 0) for a in result.get("artifacts") or [])
-    return f"backup verified at {result.get('location')}: {len(result.get('artifacts') or [])} artifacts, " \
-           f"{total} bytes"
+def _restore_args(job: JobInput) -> list[str]:
+    from_version = str((job.migration.get("status") or {}).get("fromVersion") or "")
+    return restore_args(job.backup.url, job.include, from_version)[0]
 
 
 def _validate_summary(result: Obj) -> str:
@@ -165,10 +172,8 @@ ROLLOUT_DEADLINE = int(os.environ.get("COAI_ROLLOUT_TIMEOUT_SECONDS", "900"))
 FORWARD: tuple[Step, ...] = (
     Step(StepName.PREFLIGHT, Phase.PLANNING, 600, _plan_summary, slug="plan",
          args=_preflight_args, volumes=("bundle",)),
-    Step(StepName.BACKUP, Phase.BACKING_UP, 3600, _backup_summary, slug="backup",
-         args=lambda j: ["backup", "--dir", j.location, "--storage", STORAGE_MOUNT, *j.config,
-                         "--include", j.include, "--label", f"pre-upgrade to {j.target}"],
-         volumes=("backup", "storage", "config-ro"), enabled=lambda spec: _enabled(spec.get("backup"), True)),
+    Step(StepName.BACKUP, Phase.BACKING_UP, 3600, action=backupstep.backup_step,
+         enabled=lambda spec: _enabled(spec.get("backup"), True)),
     Step(StepName.MAINTENANCE_ON, Phase.MIGRATING, 600, action=opsteps.maintenance_on,
          enabled=lambda spec: _enabled(spec.get("maintenance"), True), changes="spec",
          undone_by=StepName.RB_CONFIG),
@@ -184,22 +189,18 @@ FORWARD: tuple[Step, ...] = (
     Step(StepName.ROLLOUT, Phase.MIGRATING, ROLLOUT_DEADLINE, action=opsteps.rollout, changes="spec",
          undone_by=StepName.RB_CONFIG),
     Step(StepName.VALIDATE, Phase.VALIDATING, 900, _validate_summary, slug="validate", args=_validate_args,
-         volumes=("backup-ro",), env=_validate_env, enabled=lambda spec: bool(validation_checks(spec))),
+         env=_validate_env, enabled=lambda spec: bool(validation_checks(spec))),
 )
 
 ROLLBACK: tuple[Step, ...] = (
     Step(StepName.RB_MAINTENANCE, Phase.ROLLING_BACK, 600, action=opsteps.rollback_maintenance,
          needed=lambda need: need.data_changed),
-    Step(StepName.RB_EXPORT, Phase.ROLLING_BACK, 3600, _backup_summary, slug="export",
-         args=lambda j: ["backup", "--dir", f"{j.location}/post-migration", "--storage", STORAGE_MOUNT,
-                         *j.config, "--include", j.include, "--label", "post-migration export before rollback"],
-         volumes=("backup", "storage", "config-ro"),
+    Step(StepName.RB_EXPORT, Phase.ROLLING_BACK, 3600, action=backupstep.export_step,
          needed=lambda need: need.data_changed and need.graceful and need.backup_done),
     Step(StepName.RB_RESTORE, Phase.ROLLING_BACK, 3600,
          lambda result: "database and files restored from the backup; row counts verified", slug="restore",
-         args=lambda j: ["restore", "--dir", j.location, "--storage", STORAGE_MOUNT, *j.config,
-                         "--include", j.include],
-         volumes=("backup", "storage", "config"), needed=lambda need: need.data_changed and need.backup_done),
+         args=_restore_args, volumes=("backup", "storage", "config"),
+         needed=lambda need: need.data_changed and need.backup_done),
     Step(StepName.RB_CONFIG, Phase.ROLLING_BACK, 120, action=opsteps.rollback_config, needed=lambda need: True),
     Step(StepName.RB_ROLLOUT, Phase.ROLLING_BACK, ROLLOUT_DEADLINE, action=opsteps.rollback_rollout,
          needed=lambda need: True),

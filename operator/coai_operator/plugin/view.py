@@ -85,7 +85,7 @@ def migration_summary(migration: Obj, now: float) -> dict[str, Any]:
 def backup_summary(backup: Obj, now: float) -> dict[str, Any]:
     """A CoaiBackup, read defensively: its schema belongs to the backup controller."""
     meta, status = backup.get("metadata") or {}, backup.get("status") or {}
-    finished = (parse_time(status.get("completedAt") or status.get("finishedAt"))
+    finished = (parse_time(status.get("completionTime") or status.get("completedAt") or status.get("finishedAt"))
                 or parse_time(meta.get("creationTimestamp")))
     total = status.get("bytes") or status.get("sizeBytes")
     if total is None and status.get("artifacts"):
@@ -99,9 +99,11 @@ def status_summary(instance: Obj, pods: Iterable[Obj], migration: Obj | None, ba
     meta, spec, status = instance.get("metadata") or {}, instance.get("spec") or {}, instance.get("status") or {}
     ready = _condition(status, "Ready")
     listed = [backup_summary(b, now) for b in backups or []]
+    names = {b["name"] for b in listed}
     for m in migration_backups:
         b = migration_summary(m, now)["backup"]
-        if b and b["completedAt"]:
+        # A migration's backup is a CoaiBackup (status.backup.name), listed once as such.
+        if b and b["completedAt"] and ((m.get("status") or {}).get("backup") or {}).get("name") not in names:
             listed.append({"name": m["metadata"]["name"], "source": "CoaiMigration", "phase": "Succeeded",
                            "bytes": b["bytes"], "age": duration(now - (parse_time(b["completedAt"]) or now))})
     return {

@@ -1,0 +1,109 @@
+"""Reading an engine Job through its pods: the engine's result line (termination message, else the
+log tail) and why a pod has not started. Shared by the migration and backup controllers."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+from typing import Any
+
+from coai_operator.kube.client import Kube
+
+Obj = dict[str, Any]
+
+# Pod waiting reasons that mean the container cannot be created as specified.
+START_FAILURES = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError",
+                            "CreateContainerError", "ErrImageNeverPull"})
+POD_START_SECONDS = int(os.environ.get("COAI_POD_START_SECONDS", "90"))
+
+
+def parse_result(text: str | None) -> Obj | None:
+    """The engine's final JSON line, from a termination message or a log tail."""
+    for line in reversed((text or "").strip().splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            with contextlib.suppress(ValueError):
+                value = json.loads(line)
+                if isinstance(value, dict):
+                    return value
+    return None
+
+
+def job_pods(kube: Kube, namespace: str, job_name: str) -> list[Obj]:
+    pods = kube.list("v1", "Pod", namespace, label_selector=f"job-name={job_name}")
+    pods.sort(key=lambda p: p["metadata"].get("creationTimestamp", ""), reverse=True)
+    return pods
+
+
+def job_result(kube: Kube, namespace: str, job_name: str) -> Obj | None:
+    for pod in job_pods(kube, namespace, job_name):
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            terminated = (cs.get("state") or {}).get("terminated") or {}
+            result = parse_result(terminated.get("message"))
+            if result is not None:
+                return result
+        result = parse_result(pod_log_tail(kube, namespace, pod["metadata"]["name"]))
+        if result is not None:
+            return result
+    return None
+
+
+def pod_log_tail(kube: Kube, namespace: str, pod: str, lines: int = 5) -> str:
+    """The last lines of a pod's log ('' when unavailable): the fallback when the termination
+    message was cut or the runtime does not support it."""
+    api = kube.api
+    try:
+        method, url, headers, body, _ = api.param_serialize(
+            method="GET", resource_path=Kube.path("v1", "Pod", namespace, pod, "log"),
+            query_params=[("tailLines", str(lines))],
+            # A real apiserver answers 406 to `Accept: text/plain` here; the log comes as text anyway.
+            header_params={"Accept": "*/*"},
+            auth_settings=["BearerToken"])
+        kube.stats.reads += 1
+        response = api.call_api(method, url, header_params=headers, body=body, _request_timeout=10)
+        return response.read().decode(errors="replace") if response.status == 200 else ""
+    except Exception:  # logs are a convenience; the termination message is the contract
+        return ""
+
+
+def started(pod: Obj) -> bool:
+    status = pod.get("status") or {}
+    if status.get("phase") in ("Running", "Succeeded", "Failed"):
+        return True
+    return any((cs.get("state") or {}).get("running") or (cs.get("state") or {}).get("terminated")
+               for cs in status.get("containerStatuses") or [])
+
+
+def start_failure(pods: list[Obj]) -> str:
+    """Why a Job's pod has not started, from its conditions and container statuses."""
+    if not pods:
+        return "the Job created no pod (quota, admission or the Job controller; see `kubectl describe job`)"
+    pod = pods[0]
+    status = pod.get("status") or {}
+    name = pod["metadata"]["name"]
+    for cs in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]:
+        waiting = (cs.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") in START_FAILURES:
+            return f"pod {name}: {waiting['reason']}: {waiting.get('message') or ''}".rstrip(": ")
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+            return f"pod {name} cannot be scheduled ({cond.get('reason')}): {cond.get('message') or ''}"
+    waiting = [((cs.get("state") or {}).get("waiting") or {}).get("reason") for cs in status.get("containerStatuses")
+               or []]
+    detail = ", ".join(w for w in waiting if w) or status.get("phase") or "Pending"
+    return f"pod {name} has not started ({detail}; a missing volume or Secret shows as FailedMount in its events)"
+
+
+def seconds_since(timestamp: str) -> float:
+    when = dt.datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    return (dt.datetime.now(dt.UTC) - when).total_seconds()
+
+
+def pod_not_started(kube: Kube, namespace: str, job_name: str, elapsed: float, limit: int) -> str | None:
+    """The cause, when the Job's pod has not started `limit` seconds after the Job was created."""
+    if elapsed <= limit:
+        return None
+    pods = job_pods(kube, namespace, job_name)
+    return None if any(started(p) for p in pods) else start_failure(pods)
