@@ -44,26 +44,12 @@ _mariadb_any = factories.mysql_proc(port=None, user="root",
                                     params=f"--bind-address=127.0.0.1,{MARIADB_HOST} --skip-name-resolve")
 
 
-# Quarantine, in one place: modules that have not had a green run on the merged tree with the real
-# node yet (session note of 2026-12-01: the migration Jobs got "Permission denied" on /storage
-# files seeded as root; the rest was not reached before the session ended). They run and report;
-# a failure there does not fail the suite. Remove a module from this set once it is green.
-QUARANTINED = {
-    "test_migration.py", "test_instance.py", "test_instance_reconcile.py", "test_kubectl_plugin.py",
-    "test_install.py", "test_kube_apply.py", "test_node.py", "test_pod_security.py", "test_rbac.py",
-    "test_network_policy.py", "test_real_app.py", "test_gitops.py",
-}
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     here = Path(__file__).parent
     for item in items:
         path = Path(str(item.fspath))
         if path.is_relative_to(here):
             item.add_marker(pytest.mark.e2e)
-            if path.name in QUARANTINED:
-                item.add_marker(pytest.mark.xfail(strict=False, reason="quarantined: not yet green on the merged "
-                                                  "tree with the real node (e2e/conftest.py QUARANTINED)"))
 
 
 @dataclass

@@ -86,13 +86,6 @@ def wait_final(d: Deployed, kind: str, name: str, timeout: float = 300, namespac
         raise AssertionError(f"{kind}/{name}: {json.dumps(get().get('status'), indent=1)}") from None
 
 
-# The first run on the real node had the S3 server on 127.0.0.1, where no pod reaches it; the fix
-# (the bridge address) has not had a full run yet. Non-strict until it has: see the session note.
-UNVERIFIED_ON_THE_REAL_NODE = pytest.mark.xfail(strict=False, reason="S3 on the bridge address: not yet verified "
-                                                "on the real node (issue 13)")
-
-
-@UNVERIFIED_ON_THE_REAL_NODE
 def test_backup_to_s3_then_restore_same_instance_and_refuse_a_corrupted_object(
         deployed: Deployed, s3_for_pods: S3Server) -> None:
     bucket = s3_for_pods.make_bucket()
@@ -139,7 +132,6 @@ def test_backup_to_s3_then_restore_same_instance_and_refuse_a_corrupted_object(
     assert table_checksums(deployed.db) == untouched
 
 
-@UNVERIFIED_ON_THE_REAL_NODE
 def test_schedule_prunes_objects_keeps_the_pinned_backup(deployed: Deployed, s3_for_pods: S3Server) -> None:
     bucket = s3_for_pods.make_bucket()
     apply(deployed, *s3_location(s3_for_pods, bucket))
@@ -169,7 +161,6 @@ def test_schedule_prunes_objects_keeps_the_pinned_backup(deployed: Deployed, s3_
     deployed.kubectl("patch", "cbks", "often", "--type=merge", "-p", '{"spec": {"suspend": true}}')
 
 
-@UNVERIFIED_ON_THE_REAL_NODE
 def test_restore_into_a_new_instance_in_another_namespace_and_database(
         cluster: Cluster, deployed: Deployed, s3_for_pods: S3Server, mariadb_server: dict) -> None:
     bucket = s3_for_pods.make_bucket()
@@ -201,7 +192,6 @@ def test_restore_into_a_new_instance_in_another_namespace_and_database(
         cluster.kubectl("delete", "namespace", target_ns, "--wait=false", check=False)
 
 
-@UNVERIFIED_ON_THE_REAL_NODE
 def test_encrypted_backup_cannot_be_restored_without_its_key(deployed: Deployed, s3_for_pods: S3Server) -> None:
     bucket = s3_for_pods.make_bucket()
     key = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "bk-key"},

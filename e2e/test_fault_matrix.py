@@ -177,9 +177,6 @@ def kill_in_steps(operator: OperatorProcess, cell: Cell, stop: threading.Event) 
         stop.wait(0.2)
 
 
-# Passed in all 29 cells on the node agent; its first run on the real node failed in the set-up of
-# the 29 instances (not yet diagnosed, see the session note). Non-strict until it has passed there.
-@pytest.mark.xfail(strict=False, reason="first real-node run failed setting up the 29 cells (issue 12, not diagnosed)")
 def test_fault_matrix(cluster: Cluster, fault_operator: OperatorProcess, mariadb_server: dict) -> None:
     from tests.mariadb import fresh_database
 
