@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,11 @@ class Flux:
     def kustomization(self, namespace: str) -> dict[str, Any]:
         return json.loads(self.cluster.kubectl("get", "kustomizations.kustomize.toolkit.fluxcd.io", "app", "-n",
                                                namespace, "-o", "json").stdout)
+
+    def request_reconcile(self, namespace: str) -> None:
+        """What `flux reconcile kustomization` does: ask for a reconcile now, not at the next interval."""
+        self.cluster.kubectl("annotate", "--overwrite", "-n", namespace, "kustomizations.kustomize.toolkit.fluxcd.io",
+                             "app", f"reconcile.fluxcd.io/requestedAt={time.time_ns()}")
 
     def ready_condition(self, namespace: str) -> dict[str, Any]:
         conds = (self.kustomization(namespace).get("status") or {}).get("conditions") or []

@@ -291,8 +291,15 @@ def _bump(deployed: Deployed, repo: GitServer, base_url: str, version: str, extr
 def _no_drift(flux_: Flux, namespace: str) -> None:
     """Flux's next apply finds the instance as Git has it: the operator changed nothing of it."""
     seen = len(flux_.applied_changes(namespace, "CoaiInstance", "chat"))
+    flux_.request_reconcile(namespace)
+
+    def state() -> str:
+        kustomization = (flux_.kustomization(namespace).get("status") or {}).get("conditions")
+        instance = json.loads(flux_.cluster.kubectl("get", "coai", "chat", "-n", namespace, "-o", "json").stdout)
+        return f"Kustomization {kustomization}; instance {(instance.get('status') or {}).get('conditions')}"
+
     changes = wait_for(lambda: c if len(c := flux_.applied_changes(namespace, "CoaiInstance", "chat")) > seen
-                       else None, timeout=120, interval=1, message="Flux re-applies the instance")
+                       else None, timeout=180, interval=1, message="Flux re-applies the instance", explain=state)
     assert changes[-1] == "unchanged", changes
 
 

@@ -70,7 +70,13 @@ class Instance:
             ready = any(c["type"] == "Ready" and c["status"] == "True" for c in st.get("conditions") or [])
             current = st.get("observedGeneration") == body["metadata"]["generation"]
             return st if ready and current and st.get("version") == version else None
-        return wait_for(settled, timeout=timeout, message=f"{self.name} Ready at {version}")
+        return wait_for(settled, timeout=timeout, message=f"{self.name} Ready at {version}",
+                        explain=self.describe)
+
+    def describe(self) -> str:
+        """The instance's status and its pods, for a timeout message."""
+        pods = self.kubectl("get", "pods", "-o", "wide", check=False).stdout
+        return f"status={json.dumps(self.status())}\npods:\n{pods}"
 
     def children(self) -> dict[str, Obj]:
         names = [("deployment", self.name), ("service", self.name), ("configmap", f"{self.name}-env"),

@@ -66,7 +66,7 @@ def _engine_with_rss(args: list[str], env: dict[str, str]) -> tuple[float, int, 
     return seconds, peak[0], result
 
 
-def run(report: Report, scales: list[float], repeat: int, workdir: Path) -> None:
+def run(report: Report, scales: list[float], repeat: int, workdir: Path, restore: bool = True) -> None:
     db = LocalMariaDB(workdir / "mariadb").start()
     s3 = S3Server(workdir / "s3" / "data").start()
     try:
@@ -99,7 +99,8 @@ def run(report: Report, scales: list[float], repeat: int, workdir: Path) -> None
                        baseline=min(base), baseline_name="mariadb-dump | gzip -1 | upload (same client)",
                        target="<= 1.2")
             report.add("backup-s3", f"backup process peak RSS, scale {scale}", max(rss) / 1024, "MiB")
-
+            if not restore:
+                continue
             ours_r, base_r = [], []
             for i in range(repeat):
                 target = f"{name}_r{i}"
@@ -126,12 +127,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m e2e.bench.backup_bench", description=__doc__.splitlines()[0])
     parser.add_argument("--scales", default="0.2,1", help="comma list of dataset scales (default 0.2,1)")
     parser.add_argument("--repeat", type=int, default=2, help="best of N per figure (default 2)")
+    parser.add_argument("--skip-restore", action="store_true", help="backup figures only (the RSS question)")
     parser.add_argument("--out", type=Path, default=REPO / "e2e" / "bench" / "results" / "backup-bench.json")
     args = parser.parse_args(argv)
     report = Report(meta={"command": "python -m e2e.bench.backup_bench " + " ".join(argv or sys.argv[1:])})
     workdir = Path(tempfile.mkdtemp(prefix="coai-backup-bench-"))
     try:
-        run(report, [float(s) for s in args.scales.split(",")], args.repeat, workdir)
+        run(report, [float(s) for s in args.scales.split(",")], args.repeat, workdir, restore=not args.skip_restore)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print(report.table())
