@@ -8,9 +8,9 @@ import signal
 from collections.abc import Callable
 
 import pytest
+from e2e.bench.engine_bench import ONE_RANGE_SQL
 
 from coai_operator.engine.dbconfig import DbConfig
-from e2e.bench.engine_bench import ONE_RANGE_SQL
 
 from .migrate_support import engine, env_for, new_database, ok, query
 
