@@ -90,6 +90,12 @@ def test_2_0_contracts_after_it_expands() -> None:
     assert not any("is_admin" in line for line in schema_code)  # dropped only after every user has a role
 
 
+def test_the_shipped_bundle_is_read_once_and_cannot_be_changed() -> None:
+    assert load_bundle() is load_bundle()  # every reconcile asks for it: parsing it each time was most of one
+    with pytest.raises(TypeError):
+        load_bundle().hops["x"] = load_bundle().hops["1.8.0-to-1.9.0"]  # type: ignore[index]
+
+
 def test_batched_steps_bound_their_ranges() -> None:
     batched = [s for hb in BUNDLE.hops.values() for s in hb.steps if s.kind == "batched"]
     assert {s.id for s in batched} == {"user-roles", "preferences", "conversation-metadata"}

@@ -92,11 +92,6 @@ for _group, _version, _plural, _kind in CHILD_RESOURCES:
     kopf.on.event(_group, _version, _plural, when=_when, id=f"child-{_plural}")(_handler)
 
 
-@kopf.index(*INSTANCES)
-def coai_instance_keys(namespace: str, name: str, **_: Any) -> dict[tuple[str, str], bool]:
-    return {(namespace, name): True}
-
-
 async def _background_loop(index: kopf.Index, logger: logging.Logger) -> None:
     since_resync = 0.0
     while True:
@@ -116,9 +111,10 @@ async def _background_loop(index: kopf.Index, logger: logging.Logger) -> None:
 
 
 @kopf.on.startup()
-async def start_background_loop(memo: kopf.Memo, coai_instance_keys: kopf.Index, logger: logging.Logger,
+async def start_background_loop(memo: kopf.Memo, coai_instances: kopf.Index, logger: logging.Logger,
                                 **_: Any) -> None:
-    memo["instance_loop"] = asyncio.create_task(_background_loop(coai_instance_keys, logger))
+    # coai_instances: the watch cache's index of every CoaiInstance (index.py), keyed (namespace, name)
+    memo["instance_loop"] = asyncio.create_task(_background_loop(coai_instances, logger))
 
 
 @kopf.on.cleanup()

@@ -42,17 +42,14 @@ def _key(obj: Mapping[str, Any]) -> Key:
     return str(obj.get("kind")), str(meta.get("namespace")), str(meta.get("name"))
 
 
-def _not_older(indexed: object, written: str) -> bool:
-    """The index holds our write or a later version. Watch events come in order, so a version after
-    ours (the Deployment controller's status update) also means the echo went by: without this the
-    overlay would hide every later status for OVERLAY_SECONDS. etcd's resourceVersions are integers;
-    anything else compares by equality only."""
-    if indexed == written:
-        return True
+def _not_older(indexed: Any, written: str) -> bool:
+    """The index holds our write or something after it. kopf batches a burst of events into the
+    last one, so the echo itself may never be indexed; resourceVersions are etcd revisions, which
+    grow (a value that is not a number is only compared for equality)."""
     try:
-        return int(str(indexed)) > int(written)
-    except ValueError:
-        return False
+        return int(indexed) >= int(written)
+    except (TypeError, ValueError):
+        return indexed == written
 
 
 class Cache:
@@ -111,16 +108,6 @@ class Cache:
 
     def cached(self, kind: str) -> bool:
         return kind in self._indexes
-
-
-def _not_older(indexed: Any, written: str) -> bool:
-    """The index holds our write or something after it. kopf batches a burst of events into the
-    last one, so the echo itself may never be indexed; resourceVersions are etcd revisions, which
-    grow (a value that is not a number is only compared for equality)."""
-    try:
-        return int(indexed) >= int(written)
-    except (TypeError, ValueError):
-        return indexed == written
 
 
 CACHE = Cache()
