@@ -30,6 +30,8 @@ from typing import Any
 from coai_operator.bundles import load_bundle
 from coai_operator.domain.versions import Version
 from coai_operator.engine.dbconfig import DbConfig, connect, option_file
+from e2e.bench import backfill_bench, dbstate
+from e2e.bench.backfill_bench import ONE_RANGE_SQL
 from e2e.bench.common import PYTHON, Report, Timed, log, run_timed
 from e2e.bench.lockprobe import TrxPoller, WriterProbe, attribute
 from e2e.localcluster.mariadb import LocalMariaDB
@@ -85,18 +87,6 @@ find $OLD_STORAGE -type f | head -n "$SAMPLE" | while read file; do
 done
 """
 
-# Data steps the guide shows no statement for: the same aggregate as one statement over the whole
-# table (what the step would be without batching), the baseline of the `daily` step.
-ONE_RANGE_SQL = {
-    "analytics-backfill": """
-        INSERT INTO analytics_daily (day, model_name, conversation_count, token_count)
-        SELECT DATE(c.created_at), c.model_name, COUNT(*), SUM(c.total_tokens)
-        FROM conversations c
-        GROUP BY DATE(c.created_at), c.model_name
-        ON DUPLICATE KEY UPDATE
-          conversation_count = analytics_daily.conversation_count + VALUES(conversation_count),
-          token_count = analytics_daily.token_count + VALUES(token_count)""",
-}
 DATA_KINDS = ("batched", "daily")
 
 DUMP_FLAGS = "--single-transaction --routines --triggers"
@@ -192,6 +182,13 @@ class Bench:
             cur.execute("SET GLOBAL innodb_buffer_pool_size = 2147483648")
             cur.execute("SELECT VERSION()")
             self.details["server"] = cur.fetchone()[0]
+
+    def settle(self, *databases: str) -> dict[str, int]:
+        """Both sides' copies warm and InnoDB's dirty pages flushed (see dbstate.py)."""
+        assert self.db is not None
+        log(f"engine: settling {', '.join(databases)} (read whole, dirty pages flushed)")
+        with self.db.admin() as conn:
+            return dbstate.settle(conn, list(databases))
 
     def stop(self) -> None:
         if self.db:
@@ -376,6 +373,7 @@ class Bench:
         bundle = load_bundle()
         batched = {f"{hop.hop}:{s.id}" for hop in bundle.hops_to(Version.parse(TARGET)) for s in hop.steps
                    if s.kind in DATA_KINDS}
+        settled = {"timing": self.settle("bench", "r_eng_0")}
         log("engine: migrate 1.6 -> 2.0 (timing pass, no probes)")
         ours_total, ours_windows, result, _ = self._engine_migrate("bench")
         base_total, base_windows = self._baseline_migrate("r_eng_0")
@@ -394,6 +392,12 @@ class Bench:
                                    "ours_total_s": round(ours_total, 3), "baseline_total_s": round(base_total, 3),
                                    "applied": result.get("applied")}
 
+        log("engine: analytics-backfill alone, ours and the one statement in turn")
+        self.details["migrate"]["analytics_backfill_alone"] = backfill_bench.run(
+            self.report, self.cfg("bench"), self.repeat, self.batch_size)
+
+        settled["locks"] = self.settle("r_eng_1", "r_base_0")
+        self.details["migrate"]["settled"] = settled
         log("engine: migrate again on fresh copies with lock probes")
         probes = [("users", "id"), ("conversations", "id")]
         locks: dict[str, Any] = {}

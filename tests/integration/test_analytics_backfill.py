@@ -8,7 +8,7 @@ import signal
 from collections.abc import Callable
 
 import pytest
-from e2e.bench.engine_bench import ONE_RANGE_SQL
+from e2e.bench.backfill_bench import ONE_RANGE_SQL
 
 from coai_operator.engine.dbconfig import DbConfig
 
