@@ -384,7 +384,8 @@ class Bench:
                         note=f"batch size {self.batch_size or 5000}")
         for name in [w[0] for w in ours_windows if w[0] in batched]:
             step = name.split(":", 1)[1]
-            label = "seed's statement" if step in SEED_SQL else "same SQL, one range"
+            label = ("seed's statement" if step in SEED_SQL else "same aggregate, one statement"
+                     if step in ONE_RANGE_SQL else "same SQL, one range")
             self.report.add("engine", f"migrate step {step}", ours_steps.get(name), "s",
                             baseline=base_steps.get(name), baseline_name=label)
         self.details["migrate"] = {"ours_steps_s": {k: round(v, 4) for k, v in ours_steps.items()},
