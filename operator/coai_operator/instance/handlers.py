@@ -2,8 +2,8 @@
 
 Triggers:
 - create / update / resume of a CoaiInstance;
-- any event on a child (a Deployment, Service or ConfigMap owned by a CoaiInstance, or one of its
-  kept PVCs), so a child edited or deleted by hand is put back at once and status follows the
+- any event on a child (a Deployment, Service, ConfigMap or NetworkPolicy owned by a CoaiInstance,
+  or one of its kept PVCs), so a child edited or deleted by hand is put back at once and status follows the
   rollout;
 - one operator-wide loop over a kopf index of all instances: a drift check of every instance each
   COAI_RESYNC_SECONDS (600), and every COAI_RETRY_SECONDS (20) a retry of the instances whose last
@@ -39,6 +39,7 @@ CHILD_RESOURCES = (
     ("", "v1", "services", "Service"),
     ("", "v1", "configmaps", "ConfigMap"),
     ("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim"),
+    ("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy"),
 )
 INSTANCES = (constants.GROUP, constants.VERSION, constants.INSTANCE_PLURAL)
 

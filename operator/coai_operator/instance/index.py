@@ -1,7 +1,7 @@
 """The instance controller's reads from kopf's watch cache instead of GETs.
 
 kopf indexes, filled by the watches the controller runs anyway: every CoaiInstance, and every
-child (Deployment, Service, ConfigMap, PVC) that belongs to one, keyed by (kind, namespace, name)
+child (Deployment, Service, ConfigMap, PVC, NetworkPolicy) that belongs to one, keyed by (kind, namespace, name)
 and stored without managedFields. kopf fills indexes before any handler runs, and updates them
 before the handlers of each event, so a reconcile sees at least the state that triggered it.
 
@@ -123,7 +123,8 @@ def _owned_child(body: kopf.Body, kind: str) -> bool:
 CHILD_INDEXES = {"Deployment": ("apps", "v1", "deployments", "coai_deployments"),
                  "Service": ("", "v1", "services", "coai_services"),
                  "ConfigMap": ("", "v1", "configmaps", "coai_configmaps"),
-                 "PersistentVolumeClaim": ("", "v1", "persistentvolumeclaims", "coai_pvcs")}
+                 "PersistentVolumeClaim": ("", "v1", "persistentvolumeclaims", "coai_pvcs"),
+                 "NetworkPolicy": ("networking.k8s.io", "v1", "networkpolicies", "coai_netpols")}
 
 
 def _register() -> None:
@@ -143,10 +144,9 @@ def _register() -> None:
         kopf.index(group, version, plural, id=index_id, when=is_ours)(child)
 
     @kopf.on.startup(id="bind-watch-cache")
-    async def bind_cache(coai_instances: kopf.Index, coai_deployments: kopf.Index, coai_services: kopf.Index,
-                   coai_configmaps: kopf.Index, coai_pvcs: kopf.Index, **_: Any) -> None:
-        CACHE.bind({constants.INSTANCE_KIND: coai_instances, "Deployment": coai_deployments,
-                    "Service": coai_services, "ConfigMap": coai_configmaps, "PersistentVolumeClaim": coai_pvcs})
+    async def bind_cache(coai_instances: kopf.Index, **indexes: Any) -> None:
+        CACHE.bind({constants.INSTANCE_KIND: coai_instances,
+                    **{kind: indexes[index_id] for kind, (*_, index_id) in CHILD_INDEXES.items()}})
 
     @kopf.on.cleanup(id="unbind-watch-cache")
     async def unbind_cache(**_: Any) -> None:
