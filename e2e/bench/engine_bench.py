@@ -91,6 +91,7 @@ DATA_KINDS = ("batched", "daily")
 
 DUMP_FLAGS = "--single-transaction --routines --triggers"
 STEP_DONE = re.compile(r"hop (.+?) step (\S+): done in ([\d.]+)s")
+SCANNED = re.compile(r"hop (.+?) step (\S+): (\d+) rows aggregated in ([\d.]+)s")  # a daily step's read
 
 
 @dataclass
@@ -335,6 +336,10 @@ class Bench:
             if m:
                 hop, step, seconds = m.group(1), m.group(2), float(m.group(3))
                 windows.append((f"{hop}:{step}", moment - seconds, moment))
+            if scan := SCANNED.search(line):  # how much of a daily step is its one scan
+                self.details.setdefault("daily_scan_s", []).append(
+                    {"database": database, "step": f"{scan.group(1)}:{scan.group(2)}", "rows": int(scan.group(3)),
+                     "seconds": float(scan.group(4))})
         return done.seconds, windows, done.json(), batch_transactions(done.lines) if verbose else {}
 
     def _baseline_migrate(self, database: str) -> tuple[float, list[tuple[str, float, float]]]:
