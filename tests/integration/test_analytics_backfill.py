@@ -7,10 +7,13 @@ from __future__ import annotations
 import signal
 from collections.abc import Callable
 
+import pymysql
 import pytest
 from e2e.bench.backfill_bench import ONE_RANGE_SQL
 
-from coai_operator.engine.dbconfig import DbConfig
+from coai_operator.bundles import load_bundle
+from coai_operator.engine.datasteps import run_daily
+from coai_operator.engine.dbconfig import DbConfig, connect
 
 from .migrate_support import engine, env_for, new_database, ok, query
 
@@ -75,3 +78,36 @@ def test_rerun_after_interruptions_is_idempotent(new_database: Callable[[], DbCo
     ok(engine(env, *MIGRATE))
     assert query(cfg, DAILY) == one_range
     assert query(cfg, "SELECT COUNT(*) FROM schema_migrations_progress") == [(0,)]
+
+
+def test_the_scan_locks_no_conversation(new_database: Callable[[], DbConfig]) -> None:
+    """At every commit of the step (the aggregate's read, each batch) a concurrent writer could take
+    any conversation row: the aggregate is read as READ COMMITTED, which locks nothing."""
+    cfg = new_database()
+    ok(engine(env_for(cfg), "seed-data", "--seed", "daily", "--version", "1.9.0", "--users", "30"))
+    query(cfg, "DELETE FROM analytics_daily")
+    hop = load_bundle().hops["1.8.0-to-1.9.0"]
+    step = next(s for s in hop.steps if s.id == "analytics-backfill")
+    conn = connect(cfg, autocommit=False)
+    probes: list[str] = []
+    commit = conn.commit
+
+    def probing_commit() -> None:
+        other = connect(cfg, autocommit=False)
+        try:
+            with other.cursor() as cur:
+                cur.execute("SELECT id FROM conversations ORDER BY id LIMIT 1 FOR UPDATE NOWAIT")
+                probes.append("free")
+        except pymysql.err.MySQLError as exc:
+            probes.append(f"locked ({exc.args[0]})")
+        finally:
+            other.close()
+        commit()
+
+    conn.commit = probing_commit  # type: ignore[method-assign]
+    try:
+        batches, rows = run_daily(conn, hop, step, None, 10)
+    finally:
+        conn.close()
+    assert batches > 1 and rows == len(query(cfg, DAILY))
+    assert probes and set(probes) == {"free"}, probes

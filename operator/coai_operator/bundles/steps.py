@@ -13,6 +13,8 @@ from coai_operator.domain.sqlsplit import SqlSplitError, split_statements
 STEP_KINDS = ("sql", "batched", "daily", "check")
 _STEP_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+# A daily step's `write`: the engine fills its VALUES tuple from a server-side table (datasteps.py).
+VALUES_TUPLE = re.compile(r"\bVALUES\s*\(\s*%s(?:\s*,\s*%s)*\s*\)", re.IGNORECASE)
 
 
 class BundleError(EngineError):
@@ -26,7 +28,7 @@ class Step:
     sql: str
     table: str | None = None  # batched: the table whose primary key is walked
     key: str | None = None
-    write: str = ""  # daily: the INSERT ... VALUES (%s, ...) that stores the SELECT's rows
+    write: str = ""  # daily: the INSERT ... VALUES (%s, ...) ON DUPLICATE KEY UPDATE that stores the rows
     message: str = ""  # check: shown when the count is not 0; may use {count}
     origin: str = "bundle"  # where the SQL came from, for logs
 
@@ -93,7 +95,7 @@ def _validate_daily_write(step: Step, label: str) -> None:
     except SqlSplitError as exc:
         raise BundleError(f"{label} write: {exc}") from exc
     text = " ".join(step.write.split()).upper()
-    if len(writes) != 1 or not text.startswith("INSERT") or " VALUES (%S" not in text:
+    if len(writes) != 1 or not text.startswith("INSERT") or len(VALUES_TUPLE.findall(step.write)) != 1:
         raise BundleError(f"{label}: a daily step's `write` is one INSERT ... VALUES (%s, ...) statement")
     if "ON DUPLICATE KEY UPDATE" not in text:
         raise BundleError(f"{label}: a daily step's `write` must set values ON DUPLICATE KEY UPDATE"

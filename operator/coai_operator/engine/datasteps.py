@@ -9,12 +9,13 @@ from __future__ import annotations
 import datetime
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pymysql
 
 from coai_operator.bundles import HopBundle, Step
+from coai_operator.bundles.steps import VALUES_TUPLE
 from coai_operator.domain.errors import MigrationError
 from coai_operator.engine.progress import PROGRESS_LOG_SECONDS, crash_point, save_progress
 
@@ -72,52 +73,98 @@ def day_key(value: object, step: Step) -> int:
     return value.year * 10000 + value.month * 100 + value.day
 
 
-def day_batches(
-    rows: Sequence[Sequence[Any]], step: Step, after: int | None, batch_size: int
-) -> Iterator[tuple[int, list[Sequence[Any]]]]:
-    """Whole days in day order, skipping days <= `after`: batches of at least one day, adding days
-    while the batch has fewer than `batch_size` rows. Yields (last day's key, rows) (pure)."""
-    keyed = sorted(((day_key(row[0], step), row) for row in rows), key=lambda pair: pair[0])
-    batch: list[Sequence[Any]] = []
-    current: int | None = None
-    for key, row in keyed:
-        if after is not None and key <= after:
-            continue
-        if key != current and current is not None and len(batch) >= batch_size:
-            yield current, batch
-            batch = []
-        batch.append(row)
-        current = key
-    if batch and current is not None:
-        yield current, batch
+def _day_of(key: int) -> datetime.date:
+    return datetime.date(key // 10000, key // 100 % 100, key % 100)
+
+
+def day_ranges(
+    day_rows: Sequence[Sequence[Any]], step: Step, after: int | None, batch_size: int
+) -> list[tuple[datetime.date, datetime.date]]:
+    """Batches of whole days, as (exclusive, inclusive] day bounds, from (day, rows that day) pairs:
+    days after `after` in order, added to a batch until it holds `batch_size` rows or more (pure)."""
+    days = sorted((day_key(day, step), int(count)) for day, count in day_rows)
+    pending = [(key, count) for key, count in days if after is None or key > after]
+    if not pending:
+        return []
+    lo = _day_of(after) if after is not None else _day_of(pending[0][0]) - datetime.timedelta(days=1)
+    ranges, size = [], 0
+    for key, count in pending:
+        size += count
+        if size >= batch_size:
+            ranges.append((lo, _day_of(key)))
+            lo, size = _day_of(key), 0
+    if size:
+        ranges.append((lo, _day_of(pending[-1][0])))
+    return ranges
+
+
+def _quoted(name: str) -> str:
+    return "`" + name.replace("`", "``").replace("%", "%%") + "`"
+
+
+def copy_statement(write: str, table: str, day_column: str) -> str:
+    """`write` with its VALUES (%s, ...) replaced by the rows of `table` in one day range (pure)."""
+    day = _quoted(day_column)
+    return VALUES_TUPLE.sub(lambda _: f"SELECT * FROM {_quoted(table)} WHERE {day} > %s AND {day} <= %s",
+                            write, count=1)
+
+
+STATEMENT_BINLOG = 1665  # READ COMMITTED writes refused: binlog_format=STATEMENT
+
+
+def _aggregate(conn: pymysql.Connection, cur: pymysql.cursors.Cursor, table: str, step: Step) -> None:
+    """The step's SELECT into a temporary table, read as READ COMMITTED: InnoDB then reads the
+    source as a consistent read and locks none of its rows (REPEATABLE READ would share-lock every
+    row scanned, as the one statement does)."""
+    cur.execute(f"DROP TEMPORARY TABLE IF EXISTS {_quoted(table)}")
+    conn.commit()  # SET TRANSACTION applies to the next transaction and is refused inside one
+    cur.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+    try:
+        cur.execute(f"CREATE TEMPORARY TABLE {_quoted(table)} {step.sql}")
+    except pymysql.err.MySQLError as exc:
+        if not exc.args or exc.args[0] != STATEMENT_BINLOG:
+            raise
+        conn.rollback()
+        log.warning("step %s: binlog_format=STATEMENT refuses a READ COMMITTED read, so this scan locks"
+                    " the rows it reads until it ends; binlog_format MIXED or ROW avoids that", step.id)
+        cur.execute(f"CREATE TEMPORARY TABLE {_quoted(table)} {step.sql}")
+    conn.commit()
 
 
 def run_daily(
     conn: pymysql.Connection, hop: HopBundle, step: Step, position: int | None, batch_size: int
 ) -> tuple[int, int]:
-    """One scan computes every day's aggregate (`step.sql`, a plain SELECT: a consistent read that
-    locks no rows); `step.write` then stores it whole days per transaction, each batch committed
-    with the last day it holds. The write sets values (ON DUPLICATE KEY UPDATE c = VALUES(c)), so
-    the result of a day never depends on how often it was written. (batches, rows written)."""
+    """One scan computes every day's aggregate (`step.sql`) into a temporary table, locking no
+    source rows; `step.write` then copies it into the target whole days per transaction, each batch
+    committed with the last day it holds. Nothing leaves the server. The write sets values (ON
+    DUPLICATE KEY UPDATE c = VALUES(c)), so a day's result never depends on how often it was
+    written; a crash loses the temporary table, and the next run computes it again. (batches, rows)."""
     version = str(hop.version)
+    table = f"coai_{step.id.replace('-', '_')}"
     number = written = 0
     with conn.cursor() as cur:
         started = time.monotonic()
-        cur.execute(step.sql)
-        rows = cur.fetchall()
-        conn.commit()  # ends the read view before the first write
-        log.info("hop %s step %s: %d rows aggregated in %.2fs", hop.hop, step.id, len(rows),
-                 time.monotonic() - started)
+        _aggregate(conn, cur, table, step)
+        cur.execute(f"SELECT * FROM {_quoted(table)} LIMIT 0")
+        day_column = cur.description[0][0]
+        cur.execute(f"SELECT {_quoted(day_column)}, COUNT(*) FROM {_quoted(table)} GROUP BY 1")
+        day_rows = cur.fetchall()
+        conn.commit()
+        log.info("hop %s step %s: %d rows aggregated in %.2fs", hop.hop, step.id,
+                 sum(int(n) for _, n in day_rows), time.monotonic() - started)
         crash_point(f"{version}/{step.id}/scanned")
-        batches = list(day_batches(rows, step, position, batch_size))
-        for index, (last_day, batch) in enumerate(batches):
-            cur.executemany(step.write, batch)
-            number, written = number + 1, written + len(batch)
+        ranges = day_ranges(day_rows, step, position, batch_size)
+        copy = copy_statement(step.write, table, day_column)
+        for index, (lo, hi) in enumerate(ranges):
+            cur.execute(copy, (lo, hi))
+            number += 1
+            written += sum(int(n) for day, n in day_rows if lo < day <= hi)
             crash_point(f"{version}/{step.id}/{number}")
-            save_progress(cur, hop, step, last_day, done=index == len(batches) - 1)
+            save_progress(cur, hop, step, day_key(hi, step), done=index == len(ranges) - 1)
             conn.commit()
             crash_point(f"{version}/{step.id}/{number}/committed")
-        if not batches:
+        if not ranges:
             save_progress(cur, hop, step, position, done=True)
             conn.commit()
+        cur.execute(f"DROP TEMPORARY TABLE IF EXISTS {_quoted(table)}")
     return number, written
