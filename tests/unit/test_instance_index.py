@@ -133,3 +133,20 @@ def test_a_no_op_drift_check_makes_no_request(bound_cache: Any) -> None:
     outcome = rec.reconcile_named("apps", "chat", "drift-check", kube_factory=lambda: fake)
     assert outcome is not None and outcome.changed == []
     assert fake.calls == []  # children, instance and policies from the cache; Secrets checked once
+
+
+def test_startup_binds_an_index_for_every_cached_kind() -> None:
+    import asyncio
+
+    import kopf
+
+    registry = kopf.get_default_registry()
+    (bind,) = [h.fn for h in registry._activities.get_all_handlers() if h.id == "bind-watch-cache"]
+    ids = {"coai_instances": OperatorIndexer().index,
+           **{index_id: OperatorIndexer().index for *_, index_id in ix.CHILD_INDEXES.values()}}
+    asyncio.run(bind(**ids, logger=None, memo=None))
+    try:
+        assert all(ix.CACHE.cached(kind) for kind in ["CoaiInstance", *ix.CHILD_INDEXES])
+        assert ix.CACHE.cached("NetworkPolicy")
+    finally:
+        ix.CACHE.unbind()
