@@ -87,7 +87,8 @@ def day_ranges(
     if not pending:
         return []
     lo = _day_of(after) if after is not None else _day_of(pending[0][0]) - datetime.timedelta(days=1)
-    ranges, size = [], 0
+    ranges: list[tuple[datetime.date, datetime.date]] = []
+    size = 0
     for key, count in pending:
         size += count
         if size >= batch_size:
