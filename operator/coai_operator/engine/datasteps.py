@@ -100,14 +100,14 @@ def day_ranges(
 
 
 def _quoted(name: str) -> str:
-    return "`" + name.replace("`", "``").replace("%", "%%") + "`"
+    return "`" + name.replace("`", "``") + "`"
 
 
 def copy_statement(write: str, table: str, day_column: str) -> str:
-    """`write` with its VALUES (%s, ...) replaced by the rows of `table` in one day range (pure)."""
-    day = _quoted(day_column)
-    return VALUES_TUPLE.sub(lambda _: f"SELECT * FROM {_quoted(table)} WHERE {day} > %s AND {day} <= %s",
-                            write, count=1)
+    """`write` with its VALUES (%s, ...) replaced by the rows of `table` in one day range (pure).
+    It runs with parameters, so a literal % in a name is doubled."""
+    day, source = _quoted(day_column).replace("%", "%%"), _quoted(table).replace("%", "%%")
+    return VALUES_TUPLE.sub(lambda _: f"SELECT * FROM {source} WHERE {day} > %s AND {day} <= %s", write, count=1)
 
 
 STATEMENT_BINLOG = 1665  # READ COMMITTED writes refused: binlog_format=STATEMENT
