@@ -261,7 +261,6 @@ def coai(d: Deployed, *args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, env=d.cluster.env, timeout=420)
 
 
-@UNVERIFIED_ON_THE_REAL_NODE
 def test_kubectl_coai_backup_waits_for_the_backup_and_lists_it(deployed: Deployed, s3_for_pods: S3Server) -> None:
     bucket = s3_for_pods.make_bucket()
     apply(deployed, *s3_location(s3_for_pods, bucket, default=False))

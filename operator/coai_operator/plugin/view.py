@@ -91,7 +91,8 @@ def backup_summary(backup: Obj, now: float) -> dict[str, Any]:
 
 def _owning_migration(meta: Mapping[str, Any]) -> str:
     """A migration's own backup (its Backup step) is pinned by, and owned by, that CoaiMigration."""
-    return next((o.get("name") or "" for o in meta.get("ownerReferences") or [] if o.get("kind") == "CoaiMigration"), "")
+    owners = meta.get("ownerReferences") or []
+    return next((o.get("name") or "" for o in owners if o.get("kind") == "CoaiMigration"), "")
 
 
 def pinned_text(b: Mapping[str, Any]) -> str:
