@@ -7,8 +7,9 @@
 setup:
 	@e2e/setup.sh
 
-# DEMO_LINE=real: the real CoAI app 3.10.5 (needs the real node), upgraded by hand to 4.25.0.
-DEMO_LINE ?= guide
+# DEMO_LINE=real (default): the real CoAI app 3.10.5, upgraded to 4.25.0 once Ready.
+# DEMO_LINE=guide: the migration guide's 1.8.0 -> 2.0.0 on its stand-in app.
+DEMO_LINE ?= real
 demo: setup
 	.venv/bin/python -m e2e.demo --line $(DEMO_LINE)
 

@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "e2e" / "samples" / "demo"
 # --line real: the real CoAI app (3.x/4.x); needs the real node, which runs its image.
 REAL_SAMPLES = REPO / "e2e" / "samples" / "real-app"
+UPGRADE = REAL_SAMPLES / "upgrade-to-4.25.0.yaml"
 NAMESPACE = "coai-demo"
 
 
@@ -53,14 +54,32 @@ def apply_samples(cluster: LocalCluster, db: LocalMariaDB, samples: Path = SAMPL
         say(f"applied {sample.relative_to(REPO)}")
 
 
+def upgrade_when_ready(cluster: LocalCluster, timeout: int = 600) -> None:
+    """The real line's second half: once 3.10.5 is Ready, the CoaiMigration to 4.25.0."""
+    done = cluster.kubectl("wait", "--for=condition=Ready", f"--timeout={timeout}s", "coai/chat", "-n", NAMESPACE,
+                           check=False, timeout=timeout + 30)
+    if done.returncode != 0:
+        say(f"coai/chat is not Ready after {timeout}s: kubectl describe coai chat -n {NAMESPACE}; no upgrade applied")
+        return
+    say("CoAI 3.10.5 Ready. Open it: kubectl port-forward -n coai-demo svc/chat 8080:80, then "
+        "http://127.0.0.1:8080, user root, password from Secret coai-admin")
+    cluster.kubectl("apply", "-n", NAMESPACE, "-f", str(UPGRADE))
+    # What a person commits to Git with the migration: the version the instance is meant to run
+    # (without it the migration still upgrades, and the instance reports the old spec.version as
+    # a refused downgrade until Git catches up: docs/gitops.md).
+    cluster.kubectl("patch", "coai", "chat", "-n", NAMESPACE, "--type=merge", "-p", '{"spec":{"version":"4.25.0"}}')
+    say(f"applied {UPGRADE.relative_to(REPO)} and spec.version 4.25.0: kubectl get coai,cmig -n {NAMESPACE} -w")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--state-dir", type=Path, default=Path(tempfile.gettempdir()) / "coai-demo")
     parser.add_argument("--from-version", default="1.8.0", help="CoAI version the demo database starts at")
     parser.add_argument("--no-samples", action="store_true", help="only the control plane, MariaDB and CRDs")
-    parser.add_argument("--line", choices=["guide", "real"], default="guide",
-                        help="guide: the migration guide's 1.8 -> 2.0 on its stand-in; real: the real app "
-                             "3.10.5, then apply e2e/samples/real-app/upgrade-to-4.25.0.yaml (docs/real-app.md)")
+    parser.add_argument("--line", choices=["guide", "real"], default="real",
+                        help="real: the real app at 3.10.5, upgraded to 4.25.0 once Ready "
+                             "(e2e/samples/real-app/, docs/real-app.md); guide: the migration guide's "
+                             "1.8 -> 2.0 on its stand-in app")
     args = parser.parse_args()
     shutil.rmtree(args.state_dir, ignore_errors=True)
     cluster = LocalCluster(state_dir=args.state_dir / "cluster")
@@ -76,12 +95,10 @@ def main() -> int:
         cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
                         "crd/coaiinstances.coai.dev", "crd/coaimigrations.coai.dev")
         say("CRDs installed")
-        if not args.no_samples and args.line == "real":
+        real = not args.no_samples and args.line == "real"
+        if real:
             db.create_database("chatnio")  # the real app creates its own schema at start
             apply_samples(cluster, db, REAL_SAMPLES)
-            say("then: kubectl port-forward -n coai-demo svc/chat 8080:80, open http://127.0.0.1:8080, "
-                "log in as root (password in Secret coai-admin), and apply "
-                "e2e/samples/real-app/upgrade-to-4.25.0.yaml")
         elif not args.no_samples:
             prepare_database(db, args.from_version)
             apply_samples(cluster, db)
@@ -90,6 +107,8 @@ def main() -> int:
         say("running the operator in the foreground (Ctrl-C to stop and clean up)")
         operator = subprocess.Popen([sys.executable, "-m", "coai_operator.cli", "run", "--all-namespaces"],
                                     env={**cluster.env(), "PYTHONUNBUFFERED": "1"}, cwd=REPO)
+        if real:
+            upgrade_when_ready(cluster)
         return operator.wait()
     except KeyboardInterrupt:
         return 0

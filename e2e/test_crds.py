@@ -175,7 +175,7 @@ def _explain(cluster, target: str, expected: str) -> str:
 
 
 def test_explain_migration_backup(cluster, crds_installed) -> None:
-    text = _explain(cluster, "coaimigration.spec.backup", "Nothing proceeds without a verified backup")
+    text = _explain(cluster, "coaimigration.spec.backup", "Nothing proceeds without it")
     assert "consistent logical dump of the database" in text
     assert "Immutable." in text
     for name in ("enabled", "include", "pvc"):

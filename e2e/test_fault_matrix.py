@@ -177,7 +177,8 @@ def kill_in_steps(operator: OperatorProcess, cell: Cell, stop: threading.Event) 
         stop.wait(0.2)
 
 
-def test_fault_matrix(cluster: Cluster, fault_operator: OperatorProcess, mariadb_server: dict) -> None:
+def test_fault_matrix(cluster: Cluster, fault_operator: OperatorProcess, mariadb_server: dict,
+                      request: pytest.FixtureRequest) -> None:
     from tests.mariadb import fresh_database
 
     cells = matrix()
@@ -236,7 +237,12 @@ def test_fault_matrix(cluster: Cluster, fault_operator: OperatorProcess, mariadb
                 for c in cells]
         table = "\n".join(["| step | fault | end state | result | instance held (s) |",
                            "|---|---|---|---|---|", *rows])
-        print(f"\nfault matrix:\n{table}\nlongest hold: {max(seconds_held(c.status) for c in cells):.0f}s",
-              file=sys.stderr)
+        report = f"\nfault matrix:\n{table}\nlongest hold: {max(seconds_held(c.status) for c in cells):.0f}s"
+        # On the terminal even when the test passes (captured output of a passing test is dropped).
+        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(report)
+        else:
+            print(report, file=sys.stderr)
         wrong = {c.id: c.problems for c in cells if c.problems}
         assert not wrong, json.dumps(wrong, indent=1)

@@ -352,7 +352,9 @@ def test_flux_a_failing_upgrade_rolls_back_and_flux_reports_it(from_git: tuple) 
                                        "validation": {"enabled": False}}})
     mig = wait_phase(deployed, "chat-upgrade-2-0-0", END, timeout=480)
     assert mig["status"]["phase"] == "RolledBack", json.dumps(mig["status"], indent=1)
-    assert image(deployed).endswith(":1.9.0") and schema_version(deployed.db) == "1.9.0"
+    # Rolled back to what ran before, pinned by its digest (the node reports repo@sha256 like a pull).
+    assert image(deployed) == f"{STANDIN_IMAGE}:1.9.0@{mig['status']['previous']['imageDigest']}"
+    assert schema_version(deployed.db) == "1.9.0"
     stalled = wait_for(lambda: c if (c := condition(deployed.get("coai"), "Stalled")).get("reason") == "UpgradeFailed"
                        else None, timeout=60, message="instance Stalled UpgradeFailed")
     assert "RolledBack" in stalled["message"]

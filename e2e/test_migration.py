@@ -13,6 +13,7 @@ from coai_operator.engine.dbconfig import DbConfig
 from coai_operator.instance.upgrade import deployed_version
 from e2e.conftest import Cluster, OperatorProcess
 from e2e.helpers import wait_for
+from e2e.localcluster.appimages import STANDIN_IMAGE
 from e2e.migration_support import (
     APP_SECRET,
     Deployed,
@@ -128,7 +129,9 @@ def test_a_failing_user_sql_step_rolls_everything_back(deployed: Deployed) -> No
     assert file_digests(storage) == before_files
     instance = deployed.get("coai")
     assert deployed_version(instance["status"]) == "1.8.0" and instance["status"]["version"] == "1.8.0"
-    assert deployed.get("deployment")["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":1.8.0")
+    # The rollback runs what ran before, by its digest (the node reports repo@sha256 like a pull).
+    image = deployed.get("deployment")["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image == f"{STANDIN_IMAGE}:1.8.0@{status['previous']['imageDigest']}", image
     wait_for(lambda: deployed.get("configmap", "chat-env")["data"] == before_env, timeout=30,
              message="ConfigMap env restored")
     assert secret_data(deployed, "coai-app") == APP_SECRET

@@ -205,8 +205,11 @@ def test_failed_validation_rolls_back_to_the_recorded_digest(real: RealInstance,
     config_before = real.config_yaml()
     upstream.fail = True  # the chat check fails after the rollout to 4.25.0
     try:
-        mig = upgrade(real, "to-4-25-fails", validation={"checks": ["database", "health", "chat"],
-                                                         "apiKeySecretRef": {"name": "coai-api-key"}})
+        # The chat check retries a 503 for timeoutSeconds (default 300) and a failed Job runs again
+        # (backoffLimit 1): a failure that will not heal is reported after 60 s, once.
+        mig = upgrade(real, "to-4-25-fails", backoffLimit=0,
+                      validation={"checks": ["database", "health", "chat"], "timeoutSeconds": 60,
+                                  "apiKeySecretRef": {"name": "coai-api-key"}})
     finally:
         upstream.fail = False
     status = mig["status"]

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from coai_operator import constants
-from coai_operator.instance.render import data_identity
+from coai_operator.instance.render import DEFAULT_CONTAINER_SECURITY_CONTEXT, data_identity
 from coai_operator.instance.spec import with_defaults
 
 Obj = dict[str, Any]
@@ -23,13 +23,8 @@ RESTRICTED_POD_SECURITY: Obj = {
     "fsGroup": 65532,
     "seccompProfile": {"type": "RuntimeDefault"},
 }
-RESTRICTED_CONTAINER_SECURITY: Obj = {
-    "allowPrivilegeEscalation": False,
-    "readOnlyRootFilesystem": True,
-    "runAsNonRoot": True,
-    "capabilities": {"drop": ["ALL"]},
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
+# The same restricted container context as the app's (read-only root, no capabilities).
+RESTRICTED_CONTAINER_SECURITY: Obj = DEFAULT_CONTAINER_SECURITY_CONTEXT
 
 
 def job_pod_security(instance: Mapping[str, Any] | None, template: Mapping[str, Any]) -> Obj:

@@ -18,6 +18,19 @@ from coai_operator.metrics import METRICS, STEP_LABEL, serve
 from coai_operator.migration import handlers as _migration_handlers  # noqa: F401  (registers handlers)
 
 
+class QuietTimers(logging.Filter):
+    """Drops kopf's "Timer 'backup' succeeded." lines: one per object per tick (every 2 s for every
+    CoaiBackup, finished or not). What a timer did is logged by the handler itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (record.levelno == logging.INFO and message.startswith("Timer '")
+                    and message.endswith("' succeeded."))
+
+
+logging.getLogger("kopf.objects").addFilter(QuietTimers())
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any) -> None:
     settings.persistence.finalizer = f"{constants.GROUP}/finalizer"

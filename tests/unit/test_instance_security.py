@@ -14,7 +14,7 @@ import pytest
 from coai_operator import constants
 from coai_operator.instance import netpol, redis_auth, secure
 from coai_operator.instance import render as r
-from coai_operator.kube import Kube
+from coai_operator.kube import Kube, KubeError
 
 Obj = dict[str, Any]
 OWNER = {"apiVersion": "coai.dev/v1alpha1", "kind": "CoaiInstance",
@@ -219,6 +219,30 @@ def test_secret_is_created_once_and_never_rewritten() -> None:
     assert secure.before_apply(kube, OWNER, rendered) == []
     assert kube.objects[("Secret", "chat-redis-auth")]["data"]["password"] == first
     assert [c for c in kube.calls if c[0] == "create"] == [("create", "Secret", "chat-redis-auth")]
+
+
+class RacingKube(RecordingKube):
+    """Another reconcile (the in-cluster operator) creates the Secret between our read and our create."""
+
+    def create(self, obj: Obj) -> Obj:
+        theirs = {**obj, "data": {"password": "dGhlaXJz"}}
+        super().create(theirs)
+        raise KubeError(409, "AlreadyExists", f"secrets \"{obj['metadata']['name']}\" already exists")
+
+
+def test_secret_created_by_a_concurrent_reconcile_is_kept_not_an_apply_failure() -> None:
+    kube = RacingKube()
+    assert secure.before_apply(kube, OWNER, r.render(MANAGED, "chat", "ns", OWNER)) == []
+    assert kube.objects[("Secret", "chat-redis-auth")]["data"]["password"] == "dGhlaXJz"
+
+
+def test_other_create_errors_still_fail_the_reconcile() -> None:
+    class Refusing(RecordingKube):
+        def create(self, obj: Obj) -> Obj:
+            raise KubeError(403, "Forbidden", "forbidden")
+
+    with pytest.raises(KubeError):
+        secure.before_apply(Refusing(), OWNER, r.render(MANAGED, "chat", "ns", OWNER))
 
 
 def test_no_secret_without_managed_redis_or_with_a_given_one() -> None:

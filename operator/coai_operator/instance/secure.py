@@ -15,7 +15,7 @@ from coai_operator import constants
 from coai_operator.instance import netpol, redis_auth
 from coai_operator.instance import render as r
 from coai_operator.instance.index import CACHE
-from coai_operator.kube import Kube, describe
+from coai_operator.kube import Kube, KubeError, describe
 
 Obj = dict[str, Any]
 NETPOL_API = "networking.k8s.io/v1"
@@ -30,7 +30,12 @@ def before_apply(kube: Kube, body: Mapping[str, Any], rendered: r.Rendered) -> l
     if kube.get("v1", "Secret", namespace, redis_auth.secret_name(name)) is not None:
         return []  # never read for its value, never rewritten: a rotated password stays
     obj = redis_auth.secret(name, namespace, [r.owner_reference(body)], redis_auth.new_password())
-    kube.create(obj)
+    try:
+        kube.create(obj)
+    except KubeError as exc:
+        if exc.status != 409:
+            raise
+        return []  # another reconcile created it between the read and the create: theirs stays
     return [f"created {describe(obj)}"]
 
 
