@@ -10,6 +10,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -251,3 +253,33 @@ def test_a_finished_backup_is_final_and_its_settings_immutable(cluster: Cluster,
     both = backup("both", destination={"pvc": {"name": "pvc-a"}}, locationRef={"name": "offsite"})
     refused = cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(both), check=False)
     assert refused.returncode != 0 and "not both" in refused.stderr
+
+
+def coai(d: Deployed, *args: str) -> subprocess.CompletedProcess[str]:
+    """`kubectl coai ARGS` as a user runs it (the console script's module, the admin kubeconfig)."""
+    return subprocess.run([sys.executable, "-m", "coai_operator.plugin.cli", "-n", d.namespace, *args],
+                          capture_output=True, text=True, env=d.cluster.env, timeout=420)
+
+
+def test_kubectl_coai_backup_waits_for_the_backup_and_lists_it(deployed: Deployed, s3_for_pods: S3Server) -> None:
+    bucket = s3_for_pods.make_bucket()
+    apply(deployed, *s3_location(s3_for_pods, bucket, default=False))
+    made = coai(deployed, "backup", "chat", "--location", "offsite", "--name", "by-hand", "--wait")
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.startswith("CoaiBackup by-hand: Completed, ")
+    assert f"at s3://{bucket}/e2e/{deployed.namespace}/by-hand, verified" in made.stdout
+    assert "coaibackup/by-hand: Running" in made.stderr
+    assert deployed.get("cbk", "by-hand")["spec"] == {"instanceRef": {"name": "chat"},
+                                                       "locationRef": {"name": "offsite"}}
+
+    listed = coai(deployed, "backups", "chat", "-o", "json")
+    assert listed.returncode == 0, listed.stderr
+    (entry,) = [b for b in json.loads(listed.stdout) if b["name"] == "by-hand"]
+    assert entry["phase"] == "Completed" and entry["bytes"] > 0 and entry["pinned"] is False
+    assert entry["where"] == f"s3://{bucket}/e2e/{deployed.namespace}/by-hand"
+    table = coai(deployed, "backups", "chat").stdout.splitlines()
+    assert table[0].split() == ["NAME", "PHASE", "SIZE", "AGE", "WHERE", "PINNED"]
+    assert any(line.startswith("by-hand") and "Completed" in line for line in table[1:])
+
+    refused = coai(deployed, "backup", "chat", "--location", "nowhere")
+    assert refused.returncode == 1 and "CoaiBackupLocation nowhere not found" in refused.stderr

@@ -38,11 +38,12 @@ from prometheus_client import (
     start_http_server,
 )
 
+from coai_operator.migration.model import TERMINAL_PHASES, Phase, StepPhase
+
 INSTANCE_PHASES = ("Pending", "Progressing", "Ready", "Degraded", "Maintenance", "Migrating")
-MIGRATION_PHASES = ("Pending", "Planning", "BackingUp", "Migrating", "Validating", "Succeeded", "Failed",
-                    "RollingBack", "RolledBack")
-FINAL_MIGRATION_PHASES = frozenset({"Succeeded", "Failed", "RolledBack"})
-FINISHED_STEP_PHASES = frozenset({"Succeeded", "Failed"})
+MIGRATION_PHASES = tuple(str(phase) for phase in Phase)
+FINAL_MIGRATION_PHASES = TERMINAL_PHASES
+FINISHED_STEP_PHASES = frozenset({StepPhase.SUCCEEDED, StepPhase.FAILED})
 RECONCILE_RESULTS = ("ok", "problem", "error", "skipped")
 STEP_LABEL = "coai.dev/step"
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from coai_operator.bundles import BundleError, load_bundle
+from coai_operator.bundles.steps import load_step
 from coai_operator.domain.errors import PlanError
 from coai_operator.domain.sqlsplit import SqlSplitError, split_statements
 from coai_operator.domain.versions import Version
@@ -89,11 +90,42 @@ def test_2_0_contracts_after_it_expands() -> None:
     assert not any("is_admin" in line for line in schema_code)  # dropped only after every user has a role
 
 
+def test_the_shipped_bundle_is_read_once_and_cannot_be_changed() -> None:
+    assert load_bundle() is load_bundle()  # every reconcile asks for it: parsing it each time was most of one
+    with pytest.raises(TypeError):
+        load_bundle().hops["x"] = load_bundle().hops["1.8.0-to-1.9.0"]  # type: ignore[index]
+
+
 def test_batched_steps_bound_their_ranges() -> None:
     batched = [s for hb in BUNDLE.hops.values() for s in hb.steps if s.kind == "batched"]
-    assert {s.id for s in batched} == {"analytics-backfill", "user-roles", "preferences", "conversation-metadata"}
+    assert {s.id for s in batched} == {"user-roles", "preferences", "conversation-metadata"}
     for step in batched:
         assert "%(lo)s" in step.sql and "%(hi)s" in step.sql and step.table and step.key
+
+
+def test_analytics_backfill_is_batched_by_day() -> None:
+    step = next(s for s in BUNDLE.hops["1.8.0-to-1.9.0"].steps if s.id == "analytics-backfill")
+    assert step.kind == "daily" and step.sql.lstrip().startswith("SELECT DATE(")
+    assert "ON DUPLICATE KEY UPDATE" in step.write and "+" not in step.write  # sets, never adds
+    assert step.content()["write"] == step.write.strip()  # the checksum covers the write
+
+
+@pytest.mark.parametrize(("write", "words"), [
+    ("", "one INSERT ... VALUES"),
+    ("UPDATE t SET a = %s", "one INSERT ... VALUES"),
+    ("INSERT INTO t (a) VALUES (%s)", "ON DUPLICATE KEY UPDATE"),
+    ("INSERT INTO t (a) VALUES (%s) ON DUPLICATE KEY UPDATE a = VALUES(a); SELECT 1", "one INSERT"),
+])
+def test_daily_step_needs_an_idempotent_write(write: str, words: str) -> None:
+    raw = {"id": "agg", "kind": "daily", "sql": "SELECT DATE(created_at), COUNT(*) FROM t GROUP BY 1",
+           "write": write}
+    with pytest.raises(BundleError, match=re.escape(words)):
+        load_step(raw, "test", lambda name: "")
+
+
+def test_only_a_daily_step_has_a_write() -> None:
+    with pytest.raises(BundleError, match="only a daily step"):
+        load_step({"id": "x", "kind": "sql", "sql": "SELECT 1", "write": "INSERT"}, "test", lambda name: "")
 
 
 def test_config_rules_of_2_0() -> None:

@@ -10,6 +10,8 @@ from kopf._core.engines.indexing import OperatorIndexer
 
 from coai_operator import kube
 from coai_operator.instance import index as ix
+from coai_operator.instance import reconcile as rec
+from tests.unit.fakekube import FakeKube
 
 
 def obj(version: str, replicas: int = 1, kind: str = "Deployment") -> dict[str, Any]:
@@ -95,4 +97,56 @@ def test_kopf_registers_one_index_per_cached_kind() -> None:
 
     registry = kopf.get_default_registry()
     ids = {h.id for h in registry._indexing.get_all_handlers()}
-    assert {"coai_instances", "coai_deployments", "coai_services", "coai_configmaps", "coai_pvcs"} <= ids
+    assert {"coai_instances", "coai_deployments", "coai_services", "coai_configmaps", "coai_pvcs",
+            "coai_netpols"} <= ids
+
+
+@pytest.fixture
+def bound_cache(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The operator's CACHE bound to real kopf indexers, filled from the fake API as a watch would."""
+    indexers = {kind: OperatorIndexer() for kind in ["CoaiInstance", *ix.CHILD_INDEXES]}
+    ix.CACHE.bind({kind: indexer.index for kind, indexer in indexers.items()})
+    monkeypatch.setattr(rec, "_secrets_found", {})
+
+    def sync(fake: FakeKube) -> None:
+        for (kind, namespace, name), body in fake.objects.items():
+            if kind in indexers:
+                key = (namespace, name) if kind == "CoaiInstance" else (kind, namespace, name)
+                indexers[kind].replace((namespace, name, body["metadata"]["uid"]), {key: ix._trim(body, kind)})
+
+    yield sync
+    ix.CACHE.unbind()
+
+
+def test_a_no_op_drift_check_makes_no_request(bound_cache: Any) -> None:
+    fake = FakeKube()
+    fake.put({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": "apps"},
+              "data": {"password": "eA=="}})
+    fake.put({"apiVersion": "coai.dev/v1alpha1", "kind": "CoaiInstance",
+              "metadata": {"name": "chat", "namespace": "apps"},
+              "spec": {"version": "2.0.0", "database": {"host": "db", "passwordSecretRef": {"name": "db"}}}})
+    bound_cache(fake)  # the instance's ADDED event
+    assert rec.reconcile_named("apps", "chat", "create", kube_factory=lambda: fake) is not None
+    assert fake.writes("create", "NetworkPolicy")  # the policies are children like the others
+    bound_cache(fake)  # the watch events of what the create reconcile wrote
+    fake.calls.clear()
+    outcome = rec.reconcile_named("apps", "chat", "drift-check", kube_factory=lambda: fake)
+    assert outcome is not None and outcome.changed == []
+    assert fake.calls == []  # children, instance and policies from the cache; Secrets checked once
+
+
+def test_startup_binds_an_index_for_every_cached_kind() -> None:
+    import asyncio
+
+    import kopf
+
+    registry = kopf.get_default_registry()
+    (bind,) = [h.fn for h in registry._activities.get_all_handlers() if h.id == "bind-watch-cache"]
+    ids = {"coai_instances": OperatorIndexer().index,
+           **{index_id: OperatorIndexer().index for *_, index_id in ix.CHILD_INDEXES.values()}}
+    asyncio.run(bind(**ids, logger=None, memo=None))
+    try:
+        assert all(ix.CACHE.cached(kind) for kind in ["CoaiInstance", *ix.CHILD_INDEXES])
+        assert ix.CACHE.cached("NetworkPolicy")
+    finally:
+        ix.CACHE.unbind()

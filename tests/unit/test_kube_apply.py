@@ -51,6 +51,19 @@ def test_contains_compares_quantities_by_value() -> None:
     assert not contains({"data": {"X": "1.0"}}, {"data": {"X": "1"}})
 
 
+def test_the_applied_hash_leaves_desired_as_it_was(deployment: Obj) -> None:
+    deployment["metadata"]["annotations"] = {"team": "chat"}
+    before = copy.deepcopy(deployment)
+    want = kube.with_applied_hash(deployment)
+    assert deployment == before  # only a copy of metadata.annotations was changed
+    assert want["metadata"]["annotations"][APPLIED_ANNOTATIONS_ANNOTATION] == "team"
+    # the hash ignores our own annotations, so hashing the result gives the same hash again
+    assert kube.desired_hash(want) == kube.desired_hash(deployment) == want["metadata"]["annotations"][
+        APPLIED_HASH_ANNOTATION]
+    assert kube.desired_hash({**deployment, "spec": {**deployment["spec"], "replicas": 9}}) != kube.desired_hash(
+        deployment)
+
+
 def test_unchanged_live_object_needs_no_write(deployment: Obj) -> None:
     want = kube.with_applied_hash(deployment)
     assert plan_update(want, live_of(deployment)) is None

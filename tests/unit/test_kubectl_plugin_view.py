@@ -73,13 +73,16 @@ def test_status_tolerates_no_backup_resource_and_no_migration() -> None:
     assert view.render_status({**summary, "backupsAvailable": True}).endswith("Backups: none\n")
 
 
-def test_coai_backups_are_read_defensively() -> None:
+def test_a_coai_backup_summary_reads_the_crd_status() -> None:
     backup = {"metadata": {"name": "nightly-1", "creationTimestamp": "2026-12-01T06:00:00Z"},
-              "status": {"phase": "Succeeded", "completedAt": "2026-12-01T06:10:00Z",
-                         "artifacts": [{"bytes": 1024}, {"bytes": 1024}]}}
-    assert view.backup_summary(backup, NOW) == {"name": "nightly-1", "source": "CoaiBackup", "phase": "Succeeded",
-                                                "bytes": 2048, "age": "2h50m"}
-    assert view.backup_summary({"metadata": {"name": "new"}}, NOW)["phase"] == "Pending"
+              "spec": {"pinned": True},
+              "status": {"phase": "Completed", "completionTime": "2026-12-01T06:10:00Z", "where": "pvc://b/apps/n",
+                         "artifacts": [{"bytes": 1024}, {"bytes": 1024}], "verified": True}}
+    assert view.backup_summary(backup, NOW) == {
+        "name": "nightly-1", "source": "CoaiBackup", "phase": "Completed", "bytes": 2048, "age": "2h50m",
+        "where": "pvc://b/apps/n", "pinned": True, "pinnedBy": "", "verified": True, "message": ""}
+    fresh = view.backup_summary({"metadata": {"name": "new", "creationTimestamp": "2026-12-01T08:59:00Z"}}, NOW)
+    assert (fresh["phase"], fresh["age"], fresh["bytes"]) == ("Pending", "1m00s", None)
 
 
 def test_a_migrations_backup_is_listed_once_as_its_coaibackup() -> None:
@@ -88,8 +91,9 @@ def test_a_migrations_backup_is_listed_once_as_its_coaibackup() -> None:
     backup = {"metadata": {"name": "chat-to-2-0-0-pre-1a2b3", "creationTimestamp": "2026-12-01T08:58:01Z"},
               "status": {"phase": "Completed", "completionTime": "2026-12-01T08:58:42Z", "bytes": 3 << 20}}
     listed = view.status_summary(instance(), [], migration, [backup], [migration], NOW)["backups"]
-    assert listed == [{"name": "chat-to-2-0-0-pre-1a2b3", "source": "CoaiBackup", "phase": "Completed",
-                       "bytes": 3 << 20, "age": "1m18s"}]
+    assert [{k: b[k] for k in ("name", "source", "phase", "bytes", "age")} for b in listed] == [
+        {"name": "chat-to-2-0-0-pre-1a2b3", "source": "CoaiBackup", "phase": "Completed", "bytes": 3 << 20,
+         "age": "1m18s"}]
 
 
 def test_a_failed_step_shows_its_message() -> None:

@@ -6,6 +6,7 @@ also applies a user's bundle directory (see README.md for its format).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -14,45 +15,23 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import yaml
 
 from coai_operator.bundles.config_migration import ConfigRules, merge_rules
+from coai_operator.bundles.steps import STEP_KINDS, BundleError, Step, load_step, validate_step
 from coai_operator.domain.errors import EngineError
-from coai_operator.domain.sqlsplit import SqlSplitError, split_statements
 from coai_operator.domain.versions import CompatTable, Hop, LineInfo, Version, plan_path
 
 log = logging.getLogger(__name__)
 
-STEP_KINDS = ("sql", "batched", "check")
-_STEP_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+__all__ = ["STEP_KINDS", "Baseline", "Bundle", "BundleError", "HopBundle", "Step", "load_bundle"]
+
 _V = r"v?\d+\.\d+(?:\.\d+)?"
 _HOP_FILE = re.compile(rf"^({_V})-to-({_V})(?:\.([a-z0-9][a-z0-9_-]*))?\.sql$")
 _EXTRA_FILE = re.compile(rf"^({_V})-([a-z0-9][a-z0-9_-]*)\.sql$")
-
-
-class BundleError(EngineError):
-    reason = "InvalidBundle"
-
-
-@dataclass(frozen=True)
-class Step:
-    id: str
-    kind: str  # sql | batched | check
-    sql: str
-    table: str | None = None  # batched: the table whose primary key is walked
-    key: str | None = None
-    message: str = ""  # check: shown when the count is not 0; may use {count}
-    origin: str = "bundle"  # where the SQL came from, for logs
-
-    def statements(self) -> list[str]:
-        return split_statements(self.sql) if self.kind == "sql" else [self.sql.strip()]
-
-    def content(self) -> dict[str, Any]:
-        """What the checksum covers (not `origin`: moving a file does not change a step)."""
-        return {"id": self.id, "kind": self.kind, "sql": self.sql.strip(), "table": self.table, "key": self.key}
 
 
 @dataclass(frozen=True)
@@ -158,53 +137,10 @@ def _load_table(data: Mapping[str, Any]) -> CompatTable:
     return CompatTable(tuple(lines))
 
 
-def _load_step(raw: Mapping[str, Any], where: str) -> Step:
-    step_id = str(raw.get("id", ""))
-    if not _STEP_ID.match(step_id):
-        raise BundleError(f"{where}: step id {step_id!r} must match [a-z0-9][a-z0-9_-]*")
-    kind = str(raw.get("kind", "sql"))
-    if kind not in STEP_KINDS:
-        raise BundleError(f"{where} step {step_id}: kind must be one of {', '.join(STEP_KINDS)}")
-    if "file" in raw:
-        sql, origin = _read_package_text(str(raw["file"])), f"bundle:{raw['file']}"
-    else:
-        sql, origin = str(raw.get("sql", "")), "bundle"
-    step = Step(
-        id=step_id,
-        kind=kind,
-        sql=sql,
-        table=raw.get("table"),
-        key=raw.get("key"),
-        message=str(raw.get("message", "")),
-        origin=origin,
-    )
-    _validate_step(step, where)
-    return step
-
-
-def _validate_step(step: Step, where: str) -> None:
-    label = f"{where} step {step.id}"
-    if not step.sql.strip():
-        raise BundleError(f"{label}: no SQL")
-    try:
-        statements = split_statements(step.sql)
-    except SqlSplitError as exc:
-        raise BundleError(f"{label}: {exc}") from exc
-    if not statements:
-        raise BundleError(f"{label}: no SQL statement (only comments)")
-    if step.kind == "batched":
-        if not (step.table and step.key and _IDENT.match(step.table) and _IDENT.match(step.key)):
-            raise BundleError(f"{label}: a batched step needs `table` and `key` (plain identifiers)")
-        if "%(lo)s" not in step.sql or "%(hi)s" not in step.sql:
-            raise BundleError(f"{label}: a batched statement must bound itself with %(lo)s and %(hi)s")
-    if step.kind in ("batched", "check") and len(statements) != 1:
-        raise BundleError(f"{label}: a {step.kind} step holds exactly one statement")
-
-
 def _load_hop(raw: Mapping[str, Any]) -> HopBundle:
     hop = Hop(_version(raw["from"], "hops.yaml"), _version(raw["to"], "hops.yaml"))
     where = f"hops.yaml hop {hop}"
-    steps = tuple(_load_step(s, where) for s in raw.get("steps") or [])
+    steps = tuple(load_step(s, where, _read_package_text) for s in raw.get("steps") or [])
     ids = [s.id for s in steps]
     if len(set(ids)) != len(ids):
         raise BundleError(f"{where}: duplicate step ids")
@@ -223,6 +159,14 @@ def _load_hop(raw: Mapping[str, Any]) -> HopBundle:
 
 def load_bundle(bundle_dir: str | Path | None = None) -> Bundle:
     """The shipped bundle, with a user's bundle directory applied when one is given."""
+    bundle = _shipped_bundle()
+    return bundle if bundle_dir is None else apply_bundle_dir(bundle, Path(bundle_dir))
+
+
+@functools.cache
+def _shipped_bundle() -> Bundle:
+    # Read once per process: parsing the YAML and splitting the SQL was 85 % of a CoaiInstance
+    # reconcile's CPU (every reconcile asks for the compatibility table). Immutable, so sharing is safe.
     table = _load_table(_yaml("compatibility.yaml"))
     data = _yaml("hops.yaml")
     base = data["baseline"]
@@ -234,10 +178,7 @@ def load_bundle(bundle_dir: str | Path | None = None) -> Bundle:
     )
     hops = {hb.hop.id: hb for hb in (_load_hop(raw) for raw in data.get("hops") or [])}
     _check_chain(table, baseline, hops)
-    bundle = Bundle(table=table, baseline=baseline, hops=hops)
-    if bundle_dir is not None:
-        bundle = apply_bundle_dir(bundle, Path(bundle_dir))
-    return bundle
+    return Bundle(table=table, baseline=baseline, hops=MappingProxyType(hops))
 
 
 def _check_chain(table: CompatTable, baseline: Baseline, hops: Mapping[str, HopBundle]) -> None:
@@ -286,14 +227,14 @@ def apply_bundle_dir(bundle: Bundle, directory: Path) -> Bundle:
                 raise BundleError(f"bundle dir file {name}: hop {hop} has no step {step_id!r} (steps: {known})")
             steps = tuple(replace(s, sql=sql, origin=origin) if s.id == step_id else s for s in hb.steps)
             for s in steps:
-                _validate_step(s, f"bundle dir file {name}")
+                validate_step(s, f"bundle dir file {name}")
             hops[hop.id] = replace(hb, steps=steps)
         elif (match := _EXTRA_FILE.match(name)) and not match[2].startswith("to-"):
             version = _version(match[1], name)
             if version not in by_target:
                 raise BundleError(f"bundle dir file {name}: no hop ends at {version}")
             step = Step(id=match[2], kind="sql", sql=sql, origin=origin)
-            _validate_step(step, f"bundle dir file {name}")
+            validate_step(step, f"bundle dir file {name}")
             extras.setdefault(by_target[version], []).append(step)
         else:
             raise BundleError(

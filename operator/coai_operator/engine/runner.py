@@ -1,26 +1,24 @@
 """Apply bundle steps to a database: resumable, exactly-once where SQL allows it.
 
-Every unit of work (one statement of an `sql` step, one key range of a `batched` step) commits
-together with its progress row in `schema_migrations_progress`, so after a crash a re-run
-continues after the last committed unit. MariaDB commits DDL on its own, before the progress
-row can be written: a crash in that window re-runs the DDL, which is why hop DDL is written
-with IF [NOT] EXISTS. A hop is recorded in `schema_migrations` and its progress rows deleted in
-one transaction.
+Every unit of work (one statement of an `sql` step, one key range of a `batched` step, a batch
+of whole days of a `daily` step; see datasteps.py) commits together with its progress row in
+`schema_migrations_progress`, so after a crash a re-run continues after the last committed unit.
+MariaDB commits DDL on its own, before the progress row can be written: a crash in that window
+re-runs the DDL, which is why hop DDL is written with IF [NOT] EXISTS. A hop is recorded in
+`schema_migrations` and its progress rows deleted in one transaction.
 
 `COAI_ENGINE_CRASH_AFTER=<point>` makes the process SIGKILL itself at that point (tests use it to
 crash deterministically). Points: `<version>/start`, `<version>/<step>/<n>` (unit n executed, not
 committed), `<version>/<step>/<n>/committed`, `<version>/steps-done`, `<version>/recorded`.
-n counts statements (sql) or batches (batched) from 1 in each run of the process.
+n counts statements (sql) or batches (batched, daily) from 1 in each run of the process; a
+daily step also has `<version>/<step>/scanned` (aggregate read, nothing written yet).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
-import os
-import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,24 +27,20 @@ import pymysql
 
 from coai_operator.bundles import Baseline, HopBundle, Step
 from coai_operator.domain.errors import MigrationError
+from coai_operator.engine.datasteps import run_batched, run_daily
+from coai_operator.engine.progress import CRASH_ENV, crash_point, save_progress, work_checksum
 from coai_operator.engine.schema_state import PROGRESS_TABLE, TRACKING_TABLE, StepProgress
 
 log = logging.getLogger(__name__)
 
-CRASH_ENV = "COAI_ENGINE_CRASH_AFTER"
+__all__ = ["CRASH_ENV", "DEFAULT_BATCH_SIZE", "apply_hop", "crash_point", "install_baseline", "named_lock"]
+
 DEFAULT_BATCH_SIZE = 5000
-PROGRESS_LOG_SECONDS = 10.0
+DATA_STEPS = {"batched": run_batched, "daily": run_daily}
 
 
 class LockBusyError(MigrationError):
     reason = "Locked"
-
-
-def crash_point(name: str) -> None:
-    log.debug("crash point %s", name)
-    if os.environ.get(CRASH_ENV) == name:
-        log.warning("%s=%s: killing this process now", CRASH_ENV, name)
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def lock_name(database: str) -> str:
@@ -116,32 +110,11 @@ def _progress(conn: pymysql.Connection, version: str) -> dict[str, StepProgress]
         return {s: StepProgress(v, s, p, bool(d), c) for v, s, p, d, c in cur.fetchall()}
 
 
-def _work_checksum(step: Step, position: int | None) -> str:
-    """What a progress row vouches for: the statements of an sql step done so far, or the whole
-    step otherwise. A re-run may continue only if this still matches (a user may fix a statement
-    that failed, not one that already ran)."""
-    if step.kind == "sql":
-        body: object = [step.kind, step.statements()[: int(position or 0)]]
-    else:
-        body = step.content()
-    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
-
-
-def _save_progress(
-    cur: pymysql.cursors.Cursor, hop: HopBundle, step: Step, position: int | None, done: bool
-) -> None:
-    cur.execute(
-        f"INSERT INTO {PROGRESS_TABLE} (version, step, position, done, checksum) VALUES (%s, %s, %s, %s, %s)"
-        " ON DUPLICATE KEY UPDATE position = VALUES(position), done = VALUES(done), checksum = VALUES(checksum)",
-        (str(hop.version), step.id, position, int(done), _work_checksum(step, position)),
-    )
-
-
 def _check_resumable(hop: HopBundle, progress: dict[str, StepProgress]) -> None:
     steps = {step.id: step for step in hop.steps}
     for row in progress.values():
         step = steps.get(row.step)
-        if step is None or row.checksum != _work_checksum(step, row.position):
+        if step is None or row.checksum != work_checksum(step, row.position):
             how = "applied" if row.done else "partly applied"
             raise MigrationError(
                 f"hop {hop.hop} step {row.step} was {how} with different SQL than this bundle has;"
@@ -168,8 +141,11 @@ def apply_hop(conn: pymysql.Connection, hop: HopBundle, *, batch_size: int = DEF
         try:
             if step.kind == "sql":
                 _run_sql(conn, hop, step, int(position or 0), result)
-            elif step.kind == "batched":
-                _run_batched(conn, hop, step, position, batch_size, result)
+            elif step.kind in DATA_STEPS:
+                batches, rows = DATA_STEPS[step.kind](conn, hop, step, position, batch_size)
+                result.batches += batches
+                result.rows += rows
+                log.info("hop %s step %s: %d batches, %d rows changed", hop.hop, step.id, batches, rows)
             else:
                 _run_check(conn, hop, step)
         except pymysql.err.MySQLError as exc:
@@ -203,52 +179,10 @@ def _run_sql(conn: pymysql.Connection, hop: HopBundle, step: Step, position: int
             if cur.description:
                 cur.fetchall()
             crash_point(f"{version}/{step.id}/{number}")
-            _save_progress(cur, hop, step, number, done=number == len(statements))
+            save_progress(cur, hop, step, number, done=number == len(statements))
             conn.commit()
             result.statements += 1
             crash_point(f"{version}/{step.id}/{number}/committed")
-
-
-def _run_batched(
-    conn: pymysql.Connection, hop: HopBundle, step: Step, position: int | None, batch_size: int, result: HopResult
-) -> None:
-    version = str(hop.version)
-    table, key = f"`{step.table}`", f"`{step.key}`"
-    with conn.cursor() as cur:
-        lo = position
-        if lo is None:
-            cur.execute(f"SELECT MIN({key}) FROM {table}")
-            (first,) = cur.fetchone()
-            lo = None if first is None else int(first) - 1
-        conn.commit()
-        number, rows, last_log = 0, 0, time.monotonic()
-        while lo is not None:
-            cur.execute(f"SELECT {key} FROM {table} WHERE {key} > %s ORDER BY {key} LIMIT 1 OFFSET %s",
-                        (lo, batch_size - 1))
-            row = cur.fetchone()
-            if row is None:
-                cur.execute(f"SELECT MAX({key}) FROM {table} WHERE {key} > %s", (lo,))
-                row = cur.fetchone()
-            if row is None or row[0] is None:
-                break
-            hi = int(row[0])
-            cur.execute(step.sql, {"lo": lo, "hi": hi})
-            number += 1
-            rows += max(cur.rowcount, 0)
-            crash_point(f"{version}/{step.id}/{number}")
-            _save_progress(cur, hop, step, hi, done=False)
-            conn.commit()
-            crash_point(f"{version}/{step.id}/{number}/committed")
-            lo = hi
-            if time.monotonic() - last_log > PROGRESS_LOG_SECONDS:
-                log.info("hop %s step %s: %d batches, %d rows changed, up to %s=%d",
-                         hop.hop, step.id, number, rows, step.key, hi)
-                last_log = time.monotonic()
-        _save_progress(cur, hop, step, lo, done=True)
-        conn.commit()
-    result.batches += number
-    result.rows += rows
-    log.info("hop %s step %s: %d batches, %d rows changed", hop.hop, step.id, number, rows)
 
 
 def _run_check(conn: pymysql.Connection, hop: HopBundle, step: Step) -> None:
@@ -260,5 +194,5 @@ def _run_check(conn: pymysql.Connection, hop: HopBundle, step: Step) -> None:
             conn.rollback()
             template = step.message or "check {step} found {count} offending row(s)"
             raise MigrationError(f"hop {hop.hop} check {step.id}: " + template.format(count=count, step=step.id))
-        _save_progress(cur, hop, step, None, done=True)
+        save_progress(cur, hop, step, None, done=True)
         conn.commit()

@@ -2,8 +2,8 @@
 
 Triggers:
 - create / update / resume of a CoaiInstance;
-- any event on a child (a Deployment, Service or ConfigMap owned by a CoaiInstance, or one of its
-  kept PVCs), so a child edited or deleted by hand is put back at once and status follows the
+- any event on a child (a Deployment, Service, ConfigMap or NetworkPolicy owned by a CoaiInstance,
+  or one of its kept PVCs), so a child edited or deleted by hand is put back at once and status follows the
   rollout;
 - one operator-wide loop over a kopf index of all instances: a drift check of every instance each
   COAI_RESYNC_SECONDS (600), and every COAI_RETRY_SECONDS (20) a retry of the instances whose last
@@ -39,6 +39,7 @@ CHILD_RESOURCES = (
     ("", "v1", "services", "Service"),
     ("", "v1", "configmaps", "ConfigMap"),
     ("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim"),
+    ("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy"),
 )
 INSTANCES = (constants.GROUP, constants.VERSION, constants.INSTANCE_PLURAL)
 
@@ -92,11 +93,6 @@ for _group, _version, _plural, _kind in CHILD_RESOURCES:
     kopf.on.event(_group, _version, _plural, when=_when, id=f"child-{_plural}")(_handler)
 
 
-@kopf.index(*INSTANCES)
-def coai_instance_keys(namespace: str, name: str, **_: Any) -> dict[tuple[str, str], bool]:
-    return {(namespace, name): True}
-
-
 async def _background_loop(index: kopf.Index, logger: logging.Logger) -> None:
     since_resync = 0.0
     while True:
@@ -116,9 +112,10 @@ async def _background_loop(index: kopf.Index, logger: logging.Logger) -> None:
 
 
 @kopf.on.startup()
-async def start_background_loop(memo: kopf.Memo, coai_instance_keys: kopf.Index, logger: logging.Logger,
+async def start_background_loop(memo: kopf.Memo, coai_instances: kopf.Index, logger: logging.Logger,
                                 **_: Any) -> None:
-    memo["instance_loop"] = asyncio.create_task(_background_loop(coai_instance_keys, logger))
+    # coai_instances: the watch cache's index of every CoaiInstance (index.py), keyed (namespace, name)
+    memo["instance_loop"] = asyncio.create_task(_background_loop(coai_instances, logger))
 
 
 @kopf.on.cleanup()

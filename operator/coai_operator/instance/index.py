@@ -1,7 +1,7 @@
 """The instance controller's reads from kopf's watch cache instead of GETs.
 
 kopf indexes, filled by the watches the controller runs anyway: every CoaiInstance, and every
-child (Deployment, Service, ConfigMap, PVC) that belongs to one, keyed by (kind, namespace, name)
+child (Deployment, Service, ConfigMap, PVC, NetworkPolicy) that belongs to one, keyed by (kind, namespace, name)
 and stored without managedFields. kopf fills indexes before any handler runs, and updates them
 before the handlers of each event, so a reconcile sees at least the state that triggered it.
 
@@ -42,17 +42,14 @@ def _key(obj: Mapping[str, Any]) -> Key:
     return str(obj.get("kind")), str(meta.get("namespace")), str(meta.get("name"))
 
 
-def _not_older(indexed: object, written: str) -> bool:
-    """The index holds our write or a later version. Watch events come in order, so a version after
-    ours (the Deployment controller's status update) also means the echo went by: without this the
-    overlay would hide every later status for OVERLAY_SECONDS. etcd's resourceVersions are integers;
-    anything else compares by equality only."""
-    if indexed == written:
-        return True
+def _not_older(indexed: Any, written: str) -> bool:
+    """The index holds our write or something after it. kopf batches a burst of events into the
+    last one, so the echo itself may never be indexed; resourceVersions are etcd revisions, which
+    grow (a value that is not a number is only compared for equality)."""
     try:
-        return int(str(indexed)) > int(written)
-    except ValueError:
-        return False
+        return int(indexed) >= int(written)
+    except (TypeError, ValueError):
+        return indexed == written
 
 
 class Cache:
@@ -113,16 +110,6 @@ class Cache:
         return kind in self._indexes
 
 
-def _not_older(indexed: Any, written: str) -> bool:
-    """The index holds our write or something after it. kopf batches a burst of events into the
-    last one, so the echo itself may never be indexed; resourceVersions are etcd revisions, which
-    grow (a value that is not a number is only compared for equality)."""
-    try:
-        return int(indexed) >= int(written)
-    except (TypeError, ValueError):
-        return indexed == written
-
-
 CACHE = Cache()
 kube.WRITE_LISTENERS.append(CACHE.wrote)
 
@@ -136,7 +123,8 @@ def _owned_child(body: kopf.Body, kind: str) -> bool:
 CHILD_INDEXES = {"Deployment": ("apps", "v1", "deployments", "coai_deployments"),
                  "Service": ("", "v1", "services", "coai_services"),
                  "ConfigMap": ("", "v1", "configmaps", "coai_configmaps"),
-                 "PersistentVolumeClaim": ("", "v1", "persistentvolumeclaims", "coai_pvcs")}
+                 "PersistentVolumeClaim": ("", "v1", "persistentvolumeclaims", "coai_pvcs"),
+                 "NetworkPolicy": ("networking.k8s.io", "v1", "networkpolicies", "coai_netpols")}
 
 
 def _register() -> None:
@@ -156,10 +144,9 @@ def _register() -> None:
         kopf.index(group, version, plural, id=index_id, when=is_ours)(child)
 
     @kopf.on.startup(id="bind-watch-cache")
-    async def bind_cache(coai_instances: kopf.Index, coai_deployments: kopf.Index, coai_services: kopf.Index,
-                   coai_configmaps: kopf.Index, coai_pvcs: kopf.Index, **_: Any) -> None:
-        CACHE.bind({constants.INSTANCE_KIND: coai_instances, "Deployment": coai_deployments,
-                    "Service": coai_services, "ConfigMap": coai_configmaps, "PersistentVolumeClaim": coai_pvcs})
+    async def bind_cache(coai_instances: kopf.Index, **indexes: Any) -> None:
+        CACHE.bind({constants.INSTANCE_KIND: coai_instances,
+                    **{kind: indexes[index_id] for kind, (*_, index_id) in CHILD_INDEXES.items()}})
 
     @kopf.on.cleanup(id="unbind-watch-cache")
     async def unbind_cache(**_: Any) -> None:

@@ -14,8 +14,10 @@ from typing import Any
 from coai_operator import constants
 from coai_operator.instance import netpol, redis_auth
 from coai_operator.instance import render as r
+from coai_operator.instance.index import CACHE
 from coai_operator.kube import Kube, KubeError, describe
 
+Obj = dict[str, Any]
 NETPOL_API = "networking.k8s.io/v1"
 
 
@@ -37,16 +39,25 @@ def before_apply(kube: Kube, body: Mapping[str, Any], rendered: r.Rendered) -> l
     return [f"created {describe(obj)}"]
 
 
+def _policies(kube: Kube, meta: Mapping[str, Any], names: set[str]) -> list[Obj]:
+    """The live policies of these names: from the watch cache in the running operator (no request),
+    else one list request by instance label."""
+    if CACHE.bound and CACHE.cached("NetworkPolicy"):
+        found = (CACHE.get("NetworkPolicy", meta["namespace"], name) for name in sorted(names))
+        return [p for p in found if p is not None]
+    selector = (f"{constants.LABEL_INSTANCE}={meta['name']},"
+                f"{constants.LABEL_MANAGED_BY}={constants.MANAGED_BY}")
+    return kube.list(NETPOL_API, "NetworkPolicy", meta["namespace"], label_selector=selector)
+
+
 def after_apply(kube: Kube, body: Mapping[str, Any], rendered: r.Rendered) -> list[str]:
-    """Delete this instance's NetworkPolicies that are no longer rendered (one list request)."""
+    """Delete this instance's NetworkPolicies that are no longer rendered."""
     meta = body["metadata"]
     stale = set(netpol.stale_policy_names(rendered.network_policies, meta["name"]))
     if not stale:
         return []
-    selector = (f"{constants.LABEL_INSTANCE}={meta['name']},"
-                f"{constants.LABEL_MANAGED_BY}={constants.MANAGED_BY}")
     removed = []
-    for live in kube.list(NETPOL_API, "NetworkPolicy", meta["namespace"], label_selector=selector):
+    for live in _policies(kube, meta, stale):
         owned = any(ref.get("uid") == meta["uid"] for ref in live["metadata"].get("ownerReferences") or [])
         if owned and live["metadata"]["name"] in stale:
             kube.delete(NETPOL_API, "NetworkPolicy", meta["namespace"], live["metadata"]["name"])

@@ -35,7 +35,6 @@ DEFAULT_POLICY = AUTOMATIC
 # A CoaiMigration committed together with the bump reaches the API a moment after the instance:
 # an Automatic upgrade waits this long for it before creating its own.
 AUTOMATIC_GRACE_SECONDS = 10.0
-TERMINAL = ("Succeeded", "Failed", "RolledBack")
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,13 @@
   kubectl coai upgrade INSTANCE --to VERSION   create the CoaiMigration (--dry-run: print the plan only)
   kubectl coai rollback MIGRATION              set spec.rollback.requested on the CoaiMigration
   kubectl coai logs MIGRATION [--step STEP]    the logs of the migration's Jobs
+  kubectl coai backup INSTANCE [--location L] [--wait]
+                                               create a CoaiBackup (--wait: until it has finished)
+  kubectl coai backups INSTANCE                the instance's CoaiBackups: phase, size, age, where, pinned
 
 It talks to the cluster of the current kubeconfig context as the user (never the operator's
-identity) and writes only what the user would write with kubectl: a new CoaiMigration, or
-spec.rollback.requested of an existing one.
+identity) and writes only what the user would write with kubectl: a new CoaiMigration or
+CoaiBackup, or spec.rollback.requested of an existing CoaiMigration.
 """
 
 from __future__ import annotations
@@ -18,22 +21,25 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from kubernetes import config
-from kubernetes.client.exceptions import ApiException
 
 from coai_operator import constants
 from coai_operator.kube import Kube, KubeError
+from coai_operator.migration.model import Phase
+from coai_operator.plugin import backups as backup_cmd
 from coai_operator.plugin import view
+from coai_operator.plugin.backups import PluginError, list_backups
 
 Obj = dict[str, Any]
-BACKUP_PATH = f"/apis/{constants.API_VERSION}/namespaces/{{namespace}}/coaibackups"
 LOG_TAIL_LINES = 200
 
 
-class PluginError(Exception):
-    """A message for the user; the command exits 1."""
+class Result(NamedTuple):
+    document: Any  # the -o json output
+    text: str
+    code: int = 0
 
 
 def current_namespace() -> str:
@@ -49,18 +55,6 @@ def _get(kube: Kube, kind: str, namespace: str, name: str) -> Obj:
     if obj is None:
         raise PluginError(f"{kind} {name} not found in namespace {namespace}")
     return obj
-
-
-def list_backups(kube: Kube, namespace: str, instance: str) -> list[Obj] | None:
-    """The instance's CoaiBackups, newest first; None when the cluster has no CoaiBackup resource."""
-    try:
-        items = kube.request("GET", BACKUP_PATH.format(namespace=namespace)).get("items", [])
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
-    mine = [b for b in items if ((b.get("spec") or {}).get("instanceRef") or {}).get("name") == instance]
-    return sorted(mine, key=lambda b: b["metadata"].get("creationTimestamp") or "", reverse=True)
 
 
 def instance_migrations(kube: Kube, namespace: str, instance: str) -> list[Obj]:
@@ -116,7 +110,7 @@ def upgrade(kube: Kube, namespace: str, instance: str, target: str, name: str | 
 
 def rollback(kube: Kube, namespace: str, name: str) -> Obj:
     migration = _get(kube, constants.MIGRATION_KIND, namespace, name)
-    if (migration.get("status") or {}).get("phase") == "RolledBack":
+    if (migration.get("status") or {}).get("phase") == Phase.ROLLED_BACK:
         raise PluginError(f"CoaiMigration {name} is already rolled back")
     return kube.patch(constants.API_VERSION, constants.MIGRATION_KIND, namespace, name,
                       {"spec": {"rollback": {"requested": True}}})
@@ -180,32 +174,60 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("logs", help="the logs of a migration's Jobs")
     p.add_argument("migration")
     p.add_argument("--step", help="only this step (e.g. Backup, Migrate)")
+    p = sub.add_parser("backup", help="create a CoaiBackup of an instance")
+    p.add_argument("instance")
+    p.add_argument("--location", help="a CoaiBackupLocation (default: the namespace's default location)")
+    p.add_argument("--name", help="name of the CoaiBackup (default INSTANCE-YYYYMMDD-HHMMSS, UTC)")
+    p.add_argument("--wait", action="store_true", help="wait until the backup has completed or failed")
+    p.add_argument("--timeout", type=float, default=backup_cmd.DEFAULT_WAIT_SECONDS, metavar="SECONDS",
+                   help="with --wait: give up waiting after this long (the backup goes on)")
+    p = sub.add_parser("backups", help="list an instance's CoaiBackups")
+    p.add_argument("instance")
     for action in sub.choices.values():  # `kubectl coai status x -n ns` as well as `-n ns status x`
         action.add_argument("-n", "--namespace", dest="sub_namespace", help=argparse.SUPPRESS)
         action.add_argument("-o", "--output", dest="sub_output", choices=["text", "json"], help=argparse.SUPPRESS)
     return parser
 
 
-def run(args: argparse.Namespace, kube: Kube, now: float) -> tuple[Any, str]:
-    """(the -o json document, the text output) of one command."""
+def backup(args: argparse.Namespace, kube: Kube, ns: str, now: float, waiter: backup_cmd.Waiter) -> Result:
+    created = backup_cmd.create_backup(kube, ns, args.instance, args.location, args.name, now)
+    name = created["metadata"]["name"]
+    where = f"location {args.location}" if args.location else "the namespace's default location"
+    head = f"coaibackup.{constants.GROUP}/{name} created for {args.instance} ({where})\n"
+    if not args.wait:
+        return Result(created, head + f"follow it with: kubectl coai backups {args.instance} -n {ns}\n")
+    sys.stderr.write(head)
+    final = waiter.wait(ns, name, args.timeout,
+                        on_phase=lambda phase, _: sys.stderr.write(f"coaibackup/{name}: {phase}\n"))
+    summary = view.backup_summary(final, time.time())
+    return Result(final, view.render_backup(summary), 0 if summary["phase"] == "Completed" else 1)
+
+
+def run(args: argparse.Namespace, kube: Kube, now: float, waiter: backup_cmd.Waiter | None = None) -> Result:
     ns = args.sub_namespace or args.namespace or current_namespace()
     if args.command == "status":
         summary = status(kube, ns, args.instance, now)
-        return summary, view.render_status(summary)
+        return Result(summary, view.render_status(summary))
     if args.command == "upgrade":
         if args.dry_run:
             p = plan(kube, ns, args.instance, args.to)
-            return p, view.render_plan(args.instance, p)
+            return Result(p, view.render_plan(args.instance, p))
         created = upgrade(kube, ns, args.instance, args.to, args.name)
         name = created["metadata"]["name"]
-        return created, (f"coaimigration.{constants.GROUP}/{name} created: {args.instance} -> {args.to}\n"
-                         f"follow it with: kubectl coai status {args.instance} -n {ns}\n")
+        return Result(created, f"coaimigration.{constants.GROUP}/{name} created: {args.instance} -> {args.to}\n"
+                               f"follow it with: kubectl coai status {args.instance} -n {ns}\n")
     if args.command == "rollback":
         patched = rollback(kube, ns, args.migration)
-        return patched, (f"coaimigration.{constants.GROUP}/{args.migration}: rollback requested "
-                         f"(phase {(patched.get('status') or {}).get('phase', 'Pending')})\n")
+        return Result(patched, f"coaimigration.{constants.GROUP}/{args.migration}: rollback requested "
+                               f"(phase {(patched.get('status') or {}).get('phase', 'Pending')})\n")
+    if args.command == "backup":
+        return backup(args, kube, ns, now, waiter or backup_cmd.Waiter(kube))
+    if args.command == "backups":
+        items = list_backups(kube, ns, args.instance)
+        summaries = None if items is None else [view.backup_summary(b, now) for b in items]
+        return Result(summaries, view.render_backups(args.instance, summaries))
     entries = step_logs(kube, ns, args.migration, args.step)
-    return entries, render_logs(entries)
+    return Result(entries, render_logs(entries))
 
 
 def user_kube() -> Kube:
@@ -215,13 +237,13 @@ def user_kube() -> Kube:
 def main(argv: Sequence[str] | None = None, kube_factory: Callable[[], Kube] = user_kube) -> int:
     args = build_parser().parse_args(argv)
     try:
-        document, text = run(args, kube_factory(), time.time())
+        result = run(args, kube_factory(), time.time())
     except (PluginError, KubeError) as exc:
         print(f"kubectl coai: {exc}", file=sys.stderr)
         return 1
     output = args.sub_output or args.output
-    sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n" if output == "json" else text)
-    return 0
+    sys.stdout.write(json.dumps(result.document, indent=2, default=str) + "\n" if output == "json" else result.text)
+    return result.code
 
 
 if __name__ == "__main__":

@@ -6,11 +6,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from coai_operator.backup.jobs import human_bytes
 from coai_operator.metrics import parse_time
+from coai_operator.migration.model import TERMINAL_PHASES, StepPhase
 
 Obj = Mapping[str, Any]
-FINAL = ("Succeeded", "Failed", "RolledBack")
-MARKS = {"Succeeded": "[x]", "Running": "[>]", "Failed": "[!]", "Skipped": "[-]"}
+MARKS = {StepPhase.SUCCEEDED: "[x]", StepPhase.RUNNING: "[>]", StepPhase.FAILED: "[!]", StepPhase.SKIPPED: "[-]"}
 
 
 def duration(seconds: float | None) -> str:
@@ -28,14 +29,7 @@ def duration(seconds: float | None) -> str:
 
 
 def size(value: int | None) -> str:
-    if value is None:
-        return "-"
-    amount = float(value)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if amount < 1024 or unit == "TiB":
-            return f"{amount:.0f} {unit}" if unit == "B" else f"{amount:.1f} {unit}"
-        amount /= 1024
-    return f"{value} B"
+    return "-" if value is None else human_bytes(value)
 
 
 def _condition(status: Obj, kind: str) -> Obj:
@@ -83,15 +77,44 @@ def migration_summary(migration: Obj, now: float) -> dict[str, Any]:
 
 
 def backup_summary(backup: Obj, now: float) -> dict[str, Any]:
-    """A CoaiBackup, read defensively: its schema belongs to the backup controller."""
-    meta, status = backup.get("metadata") or {}, backup.get("status") or {}
-    finished = (parse_time(status.get("completionTime") or status.get("completedAt") or status.get("finishedAt"))
-                or parse_time(meta.get("creationTimestamp")))
-    total = status.get("bytes") or status.get("sizeBytes")
+    """A CoaiBackup; its age counts from its completion (a running one's from its creation)."""
+    meta, spec, status = backup.get("metadata") or {}, backup.get("spec") or {}, backup.get("status") or {}
+    since = parse_time(status.get("completionTime")) or parse_time(meta.get("creationTimestamp"))
+    total = status.get("bytes")
     if total is None and status.get("artifacts"):
         total = sum(int(a.get("bytes") or 0) for a in status["artifacts"])
     return {"name": meta.get("name"), "source": "CoaiBackup", "phase": status.get("phase") or "Pending",
-            "bytes": total, "age": duration(now - finished) if finished else "-"}
+            "bytes": total, "age": duration(now - since) if since else "-", "where": status.get("where") or "",
+            "pinned": bool(spec.get("pinned")), "pinnedBy": _owning_migration(meta),
+            "verified": status.get("verified"), "message": status.get("message") or ""}
+
+
+def _owning_migration(meta: Mapping[str, Any]) -> str:
+    """A migration's own backup (its Backup step) is pinned by, and owned by, that CoaiMigration."""
+    owners = meta.get("ownerReferences") or []
+    return next((o.get("name") or "" for o in owners if o.get("kind") == "CoaiMigration"), "")
+
+
+def pinned_text(b: Mapping[str, Any]) -> str:
+    return f"by {b['pinnedBy']}" if b["pinnedBy"] else "yes" if b["pinned"] else ""
+
+
+def render_backups(instance: str, backups: Sequence[Mapping[str, Any]] | None) -> str:
+    if backups is None:
+        return "no CoaiBackup resource in this cluster (install the operator's CRDs)\n"
+    if not backups:
+        return f"no CoaiBackup of {instance}; take one with: kubectl coai backup {instance}\n"
+    rows = [("NAME", "PHASE", "SIZE", "AGE", "WHERE", "PINNED")] + [
+        (b["name"], b["phase"], size(b["bytes"]), b["age"], b["where"] or "-", pinned_text(b)) for b in backups]
+    return "\n".join(table(rows, indent="")) + "\n"
+
+
+def render_backup(b: Mapping[str, Any]) -> str:
+    """One line for a backup that was created or has finished."""
+    if b["phase"] == "Completed":
+        verified = ", verified" if b["verified"] else ""
+        return f"CoaiBackup {b['name']}: Completed, {size(b['bytes'])} at {b['where'] or '?'}{verified}\n"
+    return f"CoaiBackup {b['name']}: {b['phase']}{': ' + b['message'] if b['message'] else ''}\n"
 
 
 def status_summary(instance: Obj, pods: Iterable[Obj], migration: Obj | None, backups: Sequence[Obj] | None,
@@ -145,7 +168,7 @@ def render_steps(steps: Sequence[Mapping[str, Any]]) -> list[str]:
 
 def render_migration(m: Mapping[str, Any]) -> list[str]:
     done = sum(1 for s in m["steps"] if s["phase"] in ("Succeeded", "Skipped"))
-    running = m["age"] and m["phase"] not in FINAL
+    running = m["age"] and m["phase"] not in TERMINAL_PHASES
     head = (f"CoaiMigration {m['name']}: {m['from']} -> {m['to']}, {m['phase']}"
             f"{' (dry run)' if m['dryRun'] else ''}, {done}/{len(m['steps'])} steps"
             f"{', running ' + m['age'] if running else ''}")
