@@ -149,6 +149,21 @@ def kill_pod_processes() -> None:
                 os.kill(int(pid), signal.SIGKILL)
 
 
+def kill_processes_naming(needle: str) -> list[int]:
+    """SIGKILL every process whose command line contains `needle` (e.g. a containerd socket path
+    under the cluster's state dir: shims that outlived their tasks). Returns the pids killed."""
+    killed = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            if needle in cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                pid = int(cmdline.parent.name)
+                if pid != os.getpid():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                        killed.append(pid)
+    return killed
+
+
 def unmount_under(*roots: str) -> None:
     """Lazily unmount every mount at or below `roots`, deepest first."""
     points = []

@@ -307,6 +307,9 @@ state = "{root / 'state'}"
             self._remove_containers()
         network.kill_pod_processes()
         c.stop_process("containerd")
+        # A shim whose task was created while the node stopped outlives `tasks delete` (seen:
+        # two idle shims after a run); each names our socket, so they are ours to kill.
+        network.kill_processes_naming(f"-address {self.socket}")
         network.unmount_under(str(self.dir))
         network.restore_host()
         if self.lock:

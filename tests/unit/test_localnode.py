@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 from types import SimpleNamespace
@@ -66,6 +68,21 @@ def test_a_node_that_never_got_the_lock_leaves_the_host_alone(monkeypatch, tmp_p
     monkeypatch.setattr(network, "restore_host", lambda: calls.append("restore_host"))
     monkeypatch.setattr(network, "kill_pod_processes", lambda: calls.append("kill_pod_processes"))
     monkeypatch.setattr(network, "unmount_under", lambda *_: calls.append("unmount_under"))
+    monkeypatch.setattr(network, "kill_processes_naming", lambda *_: calls.append("kill_processes_naming"))
     cluster = SimpleNamespace(state_dir=tmp_path, stop_process=lambda name: calls.append(name))
     node.LocalNode(cluster).stop()  # type: ignore[arg-type]
     assert calls == []
+
+
+def test_leftover_processes_naming_the_socket_are_killed_and_no_other(tmp_path: Path) -> None:
+    sock = tmp_path / "containerd.sock"
+    idle = [sys.executable, "-c", "import time; time.sleep(300)", "-address"]
+    ours = subprocess.Popen([*idle, str(sock)])
+    other = subprocess.Popen([*idle, str(tmp_path / "other.sock")])
+    try:
+        assert network.kill_processes_naming(f"-address {sock}") == [ours.pid]
+        assert ours.wait(timeout=10) == -9
+        assert other.poll() is None
+    finally:
+        other.kill()
+        other.wait()
