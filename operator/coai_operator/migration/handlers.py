@@ -23,9 +23,12 @@ from typing import Any
 import kopf
 
 from coai_operator import constants
-from coai_operator.instance.reconcile import reconcile_named
+from coai_operator.instance.index import CACHE
+from coai_operator.instance.reconcile import owner_of, reconcile_named
 from coai_operator.kube import Kube, KubeError
 from coai_operator.migration import machine, planner
+from coai_operator.migration.names import LABEL_MIGRATION
+from coai_operator.migration.wakeup import WAKEUPS, sleep_or_wake
 
 MIN_DELAY = 0.5  # never spin, whatever the machine says
 IDLE_SECONDS = 60.0  # finished: the filter stops the daemon long before this
@@ -89,7 +92,38 @@ async def migration_daemon(body: kopf.Body, stopped: kopf.DaemonStopped, logger:
     # Async, so a waiting migration holds no thread of kopf's small executor; each tick runs in a
     # thread of its own (asyncio.to_thread copies the context kopf.event needs).
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-    await drive(lambda: asyncio.to_thread(advance_once, namespace, name, logger), stopped.wait)
+    woken = WAKEUPS.register(namespace, name)
+    try:
+        await drive(lambda: asyncio.to_thread(advance_once, namespace, name, logger),
+                    lambda seconds: sleep_or_wake(stopped.wait, woken, seconds))
+    finally:
+        WAKEUPS.forget(namespace, name)
+
+
+# What a step waits for changes: look now, not at the next tick (migration/wakeup.py). On watches
+# kopf runs anyway (Jobs, CoaiBackups, the instances' Deployments); async, so never queued behind
+# the reconciles in kopf's thread pool.
+@kopf.on.event("batch", "v1", "jobs", labels={LABEL_MIGRATION: kopf.PRESENT}, id="wake-migration")
+async def job_changed(body: kopf.Body, **_: Any) -> None:
+    WAKEUPS.wake_labelled(body)
+
+
+@kopf.on.event(constants.GROUP, constants.VERSION, "coaibackups", labels={LABEL_MIGRATION: kopf.PRESENT},
+               id="wake-migration")
+async def backup_changed(body: kopf.Body, **_: Any) -> None:
+    WAKEUPS.wake_labelled(body)
+
+
+def _owned_deployment(body: kopf.Body, **_: Any) -> bool:
+    return owner_of(body, "Deployment") is not None
+
+
+@kopf.on.event("apps", "v1", "deployments", when=_owned_deployment, id="wake-migration")
+async def rollout_changed(body: kopf.Body, namespace: str, **_: Any) -> None:
+    if not WAKEUPS.waiting():
+        return
+    instance = CACHE.get(constants.INSTANCE_KIND, namespace, str(owner_of(body, "Deployment")))
+    WAKEUPS.wake(namespace, ((instance or {}).get("status") or {}).get("activeMigration"))
 
 
 def _running(body: kopf.Body, **_: Any) -> bool:
