@@ -42,6 +42,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--profile-operator", action="store_true",
                         help="operator: one more coai-operator run at the largest N under e2e/bench/sampler.py "
                              "(where a reconcile's time goes); not a measured run")
+    parser.add_argument("--replicas", type=int, default=0,
+                        help="operator: spec.replicas of the N instances (0: no app pods on the real node)")
     parser.add_argument("--skip-migration", action="store_true", help="operator: skip the CoaiMigration e2e")
     parser.add_argument("--workdir", type=Path, help="keep state here instead of a temporary directory")
     parser.add_argument("--keep", action="store_true", help="keep the work directories")
@@ -70,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                            resync_seconds=args.resync_seconds, scale=args.scale,
                            migration_users=args.migration_users, migration=not args.skip_migration,
                            workdir=args.workdir and args.workdir / "operator", keep=args.keep,
-                           profile=args.profile_operator)
+                           profile=args.profile_operator, replicas=args.replicas)
     report.meta["seconds"] = round(time.monotonic() - started, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report.write(args.out)

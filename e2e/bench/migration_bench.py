@@ -2,9 +2,10 @@
 
 The instance runs at 1.9.0 against a private MariaDB; its database is seeded with `engine
 seed-data --version 1.9.0` (100k users * --scale, 5 conversations each, a file per 10 users on
-the instance's storage PVC). The CoaiMigration does everything for real (Jobs run by the node
-agent): Preflight, Backup, MaintenanceOn, ConfigMigration, Migrate, StorageMigration, Rollout,
-Validate (database, health, dataIntegrity). Figures, from status (second resolution):
+the instance's storage PVC). The CoaiMigration does everything for real, its Jobs as containers
+on the local real node, the app as the guide line's stand-in image: Preflight, Backup,
+MaintenanceOn, ConfigMigration, Migrate, StorageMigration, Rollout, Validate (database, health,
+dataIntegrity). Figures, from status (second resolution):
 
 - total: status.startedAt → completedAt;
 - maintenance window: MaintenanceOn.startedAt → Rollout.finishedAt (the app is down).
@@ -17,10 +18,9 @@ before its backup, so its maintenance window is all three commands.
 
 from __future__ import annotations
 
-import http.server
+import contextlib
 import json
 import os
-import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -28,9 +28,11 @@ from typing import Any
 
 from kubernetes import client
 
+from coai_operator.instance.render import APP_UID
 from e2e.bench.common import PYTHON, Report, log, run_timed
+from e2e.instances import STANDIN_IMAGE, STANDIN_RESOURCES
 from e2e.localcluster.mariadb import LocalMariaDB
-from e2e.migration_support import APP_CONFIG, APP_SECRET, HealthHandler
+from e2e.migration_support import APP_CONFIG, APP_SECRET, health_endpoint
 
 FULL_USERS = 100_000
 NAME = "chat"
@@ -58,9 +60,9 @@ def run(report: Report, bench: Any, *, scale: float, users: int | None) -> None:
     files = max(10, users // 10)
     assert bench.cluster is not None and bench.api is not None
     log(f"CoaiMigration e2e: 1.9 -> 2.0 with {users} users, {users * 5} conversations, {files} files")
-    db = LocalMariaDB(bench.work / "mariadb").start()
-    health = http.server.ThreadingHTTPServer(("127.0.0.1", 0), HealthHandler)
-    threading.Thread(target=health.serve_forever, daemon=True).start()
+    db = LocalMariaDB(bench.work / "mariadb").start()  # on the node's bridge address too: pods reach it
+    served = contextlib.ExitStack()
+    base_url = served.enter_context(health_endpoint())  # where the validation Job's pod reaches this host
     op = None
     try:
         with db.admin() as conn, conn.cursor() as cur:
@@ -75,8 +77,10 @@ def run(report: Report, bench: Any, *, scale: float, users: int | None) -> None:
         op = bench.operator("coai", ns)
         custom.create_namespaced_custom_object("coai.dev", "v1alpha1", ns, "coaiinstances", {
             "apiVersion": "coai.dev/v1alpha1", "kind": "CoaiInstance", "metadata": {"name": NAME},
-            "spec": {"version": "1.9.0", "secretRef": {"name": "coai-app"}, "config": dict(APP_CONFIG),
-                     "database": {"host": "127.0.0.1", "port": db.port, "name": "chatnio", "user": db.user,
+            # The guide's 1.6 - 2.0 line has no public image: its stand-in app really runs instead.
+            "spec": {"version": "1.9.0", "image": STANDIN_IMAGE, "resources": STANDIN_RESOURCES,
+                     "healthPath": "/health", "secretRef": {"name": "coai-app"}, "config": dict(APP_CONFIG),
+                     "database": {"host": db.host, "port": db.port, "name": "chatnio", "user": db.user,
                                   "passwordSecretRef": {"name": "coai-db"}}}})
         _wait(lambda: (custom.get_namespaced_custom_object("coai.dev", "v1alpha1", ns, "coaiinstances", NAME)
                        .get("status") or {}).get("phase") == "Ready", 120, "the 1.9 instance Ready")
@@ -91,6 +95,8 @@ def run(report: Report, bench: Any, *, scale: float, users: int | None) -> None:
                               "--users", str(users), "--conversations-per-user", "5", "--files", str(files),
                               "--storage", str(root), "--seed", "bench-mig"], env={**os.environ, **db.env(database)})
             seeds[database] = round(done.seconds, 2)
+        for path in [storage, *storage.rglob("*")]:  # as the app writes them: its uid, not root
+            os.chown(path, APP_UID, APP_UID, follow_symlinks=False)
 
         # Baseline: the same engine commands by hand, back to back.
         env = {**os.environ, **db.env("manual")}
@@ -102,7 +108,6 @@ def run(report: Report, bench: Any, *, scale: float, users: int | None) -> None:
         ):
             manual[step] = run_timed([PYTHON, "-m", "coai_operator.cli", "engine", *args], env=env).seconds
 
-        base_url = f"http://127.0.0.1:{health.server_address[1]}"
         log("CoaiMigration e2e: applying the migration")
         applied = time.monotonic()
         custom.create_namespaced_custom_object("coai.dev", "v1alpha1", ns, "coaimigrations", {
@@ -149,5 +154,5 @@ def run(report: Report, bench: Any, *, scale: float, users: int | None) -> None:
     finally:
         if op is not None:
             op.stop()
-        health.shutdown()
+        served.close()
         db.stop()

@@ -198,18 +198,33 @@ class OperatorProc:
         self._reader.join(timeout=10)
 
 
-def instance_manifest(name: str) -> dict[str, Any]:
+def instance_manifest(name: str, replicas: int = 0) -> dict[str, Any]:
+    """replicas 0 by default: the node is real, and N app pods against no database would measure
+    the kubelet, not the operator; both operators render and roll out the same Deployments."""
     return {
         "apiVersion": "coai.dev/v1alpha1", "kind": "CoaiInstance", "metadata": {"name": name},
-        "spec": {"version": "2.0.0", "database": {"host": "mariadb.db.svc", "user": "chatnio",
-                                                  "passwordSecretRef": {"name": "coai-db"}}},
+        "spec": {"version": "2.0.0", "replicas": replicas,
+                 "database": {"host": "mariadb.db.svc", "user": "chatnio", "passwordSecretRef": {"name": "coai-db"}}},
     }
 
 
 def _deployment_available(obj: Any) -> bool:
-    status, spec = obj.status, obj.spec
+    """The Deployment controller has acted on this generation and its wanted pods are ready."""
+    status, spec, meta = obj.status, obj.spec, obj.metadata
     want = spec.replicas if spec and spec.replicas is not None else 1
-    return bool(status and (status.available_replicas or 0) >= want and (status.ready_replicas or 0) >= want)
+    observed = bool(status and (status.observed_generation or 0) >= (meta.generation or 1))
+    return observed and (status.available_replicas or 0) >= want and (status.ready_replicas or 0) >= want
+
+
+def _instance_settled(obj: dict[str, Any]) -> bool:
+    """Ready, or with spec.replicas 0 the settled ScaledToZero state (what Ready is with no pods)."""
+    status = obj.get("status") or {}
+    if status.get("observedGeneration") != (obj.get("metadata") or {}).get("generation"):
+        return False
+    if status.get("phase") == "Ready":
+        return True
+    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+    return ready.get("reason") == "ScaledToZero"
 
 
 class ReadyWatch:
@@ -279,8 +294,9 @@ class RunResult:
 
 class OperatorBench:
     def __init__(self, report: Report, work: Path, idle_seconds: float, resync_seconds: float,
-                 keep: bool = False) -> None:
+                 keep: bool = False, replicas: int = 0) -> None:
         self.report = report
+        self.replicas = replicas
         self.keep = keep
         self.work = work
         self.idle_seconds = idle_seconds
@@ -294,11 +310,6 @@ class OperatorBench:
         self.cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
         self.cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
                              "crd/coaiinstances.coai.dev", "crd/coaimigrations.coai.dev")
-        # The node agent registers one node sized for e2e (250 pods, 64Gi); N CoaiInstances request
-        # 1Gi each, so give the node room for the largest run (the heartbeat only patches conditions).
-        room = {"pods": "5000", "memory": "8Ti", "cpu": "2000", "ephemeral-storage": "100Ti"}
-        self.cluster.kubectl("patch", "node", "local-node", "--subresource=status", "--type=merge", "-p",
-                             json.dumps({"status": {"capacity": room, "allocatable": room}}))
         self.api = config.new_client_from_config(config_file=str(self.cluster.kubeconfig))
         return self.cluster
 
@@ -311,6 +322,7 @@ class OperatorBench:
         assert self.cluster is not None
         env = {**self.cluster.env(), "KUBECONFIG": str(self.cluster.user_kubeconfig(USERS[kind])),
                "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO), "COAI_RESYNC_SECONDS": str(self.resync_seconds),
+               "COAI_METRICS_ADDRESS": "127.0.0.1:0",
                **(extra_env or {})}
         if kind == "coai":
             argv = [PYTHON, "-m", "coai_operator.cli", "run", "-n", namespace]
@@ -344,14 +356,14 @@ class OperatorBench:
                 instances = ReadyWatch(
                     lambda namespace, **kw: custom.list_namespaced_custom_object(
                         "coai.dev", "v1alpha1", namespace, "coaiinstances", **kw),
-                    ns, lambda o: (o.get("status") or {}).get("phase") == "Ready", lambda o: o["metadata"]["name"])
+                    ns, _instance_settled, lambda o: o["metadata"]["name"])
             names = [f"coai-{i:04d}" for i in range(n)]
             created: dict[str, float] = {}
             wall_start, started = time.time(), time.monotonic()
 
             def create(name: str) -> None:
                 custom.create_namespaced_custom_object("coai.dev", "v1alpha1", ns, "coaiinstances",
-                                                       instance_manifest(name))
+                                                       instance_manifest(name, self.replicas))
                 created[name] = time.monotonic()
 
             with ThreadPoolExecutor(max_workers=16) as pool:
@@ -482,12 +494,12 @@ def report_pair(report: Report, base: RunResult, ours: RunResult, resync: float)
 
 def run(report: Report, *, sizes: list[int], idle_seconds: float, resync_seconds: float, scale: float,
         migration_users: int | None, migration: bool, workdir: Path | None = None, keep: bool = False,
-        profile: bool = False) -> None:
+        profile: bool = False, replicas: int = 0) -> None:
     work = workdir or Path(tempfile.mkdtemp(prefix="coai-bench-operator-"))
     work.mkdir(parents=True, exist_ok=True)
-    bench = OperatorBench(report, work, idle_seconds, resync_seconds, keep)
+    bench = OperatorBench(report, work, idle_seconds, resync_seconds, keep, replicas)
     report.meta["operator"] = {"sizes": sizes, "idle_seconds": idle_seconds, "resync_seconds": resync_seconds,
-                               "workdir": str(work)}
+                               "replicas": replicas, "workdir": str(work)}
     details = report.details.setdefault("operator", {})
     try:
         bench.start()
