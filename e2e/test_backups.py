@@ -269,8 +269,11 @@ def test_kubectl_coai_backup_waits_for_the_backup_and_lists_it(deployed: Deploye
     assert made.stdout.startswith("CoaiBackup by-hand: Completed, ")
     assert f"at s3://{bucket}/e2e/{deployed.namespace}/by-hand, verified" in made.stdout
     assert "coaibackup/by-hand: Running" in made.stderr
-    assert deployed.get("cbk", "by-hand")["spec"] == {"instanceRef": {"name": "chat"},
-                                                       "locationRef": {"name": "offsite"}}
+    # The plugin names the instance and the location; the rest is the CRD's defaults: a full,
+    # verified, unpinned backup whose data goes with the CoaiBackup.
+    assert deployed.get("cbk", "by-hand")["spec"] == {
+        "instanceRef": {"name": "chat"}, "locationRef": {"name": "offsite"}, "compression": "gzip",
+        "include": ["database", "storage", "config"], "pinned": False, "retainData": False, "verify": True}
 
     listed = coai(deployed, "backups", "chat", "-o", "json")
     assert listed.returncode == 0, listed.stderr
