@@ -129,7 +129,10 @@ def check(cell: Cell) -> None:
     end = "RollbackFailed" if failed.get("status") == "True" and failed.get("reason") == "RollbackFailed" \
         else status.get("phase")
     if end != cell.expected:
-        cell.problems.append(f"ended {end}, expected {cell.expected}: {status.get('message')}")
+        failed_steps = [f"{s['name']}: {s.get('message')}" for s in status.get("steps") or []
+                        if s.get("phase") == "Failed"]
+        cell.problems.append(f"ended {end}, expected {cell.expected}: {status.get('message')}; "
+                             f"failed steps: {failed_steps}")
         return
     instance = deployed.get("coai")
     lock = (instance.get("status") or {}).get("activeMigration")
