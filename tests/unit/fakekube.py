@@ -15,6 +15,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
+from coai_operator.conditions import now_rfc3339
 from coai_operator.kube import KubeError, RequestStats
 
 Obj = dict[str, Any]
@@ -103,7 +104,9 @@ class FakeKube:
         self.stats.writes += 1
         if self._key(obj["kind"], meta.get("namespace"), meta["name"]) in self.objects:
             raise KubeError(409, "AlreadyExists", f"{obj['kind']} {meta['name']} already exists (HTTP 409)")
-        return self.put(obj)
+        # The API server stamps the creation time (whatever the client sent).
+        created = {**obj, "metadata": {**meta, "creationTimestamp": now_rfc3339()}}
+        return self.put(created)
 
     def replace(self, obj: Obj) -> Obj:
         meta = obj["metadata"]

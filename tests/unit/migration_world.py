@@ -13,6 +13,7 @@ from typing import Any
 from coai_operator.backup import controller
 from coai_operator.instance import upgrade
 from coai_operator.migration import machine
+from coai_operator.migration.jobs import LABEL_STEP, STEP_SLUGS
 from tests.unit.fakekube import FakeKube
 
 Obj = dict[str, Any]
@@ -138,6 +139,10 @@ class World:
         for record in self.status(name).get("steps") or []:
             if record["name"] == step and record.get("startedAt"):
                 record["startedAt"] = earlier(record["startedAt"])
+        slug = STEP_SLUGS.get(step)
+        for (kind, _, _), job in self.kube.objects.items():  # and the step's Job, created when it started
+            if kind == "Job" and (job["metadata"].get("labels") or {}).get(LABEL_STEP) == slug:
+                job["metadata"]["creationTimestamp"] = earlier(job["metadata"]["creationTimestamp"])
         for (kind, _, _), backup in self.kube.objects.items():  # the CoaiBackups a step waits for, too
             if kind == "CoaiBackup" and (backup.get("status") or {}).get("startTime"):
                 backup["status"]["startTime"] = earlier(backup["status"]["startTime"])

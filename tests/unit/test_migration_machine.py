@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import datetime as dt
 
 from tests.unit.migration_world import World
 
@@ -446,3 +447,24 @@ def test_a_conflicting_instance_write_is_redone_from_a_fresh_read_and_announced_
     assert all(f.times == 0 for f in world.kube.faults)
     assert world.get("CoaiInstance", "chat")["status"]["upgrade"]["version"] == "2.0.0"
     assert world.reasons().count("RolloutStarted") == 1
+
+
+def test_pod_start_is_counted_from_the_jobs_creation_not_from_the_steps_start() -> None:
+    """Seen in CI: a StorageMigration step whose first look hit an API error and whose operator was
+    restarted created its Job 68 s after the step started; the 60 s pod-start deadline then failed
+    it 3 s after the Job existed, and the migration rolled back for nothing."""
+    world = World().setup(deadlines={"podStart": 60})
+    world.results["migrate"] = "pending"
+    world.run_until_step("Migrate")
+    [job] = [j for (k, _, n), j in world.kube.objects.items() if k == "Job" and "-migrate-" in n]
+    world.pending_pod(job["metadata"]["name"], waiting={"reason": "ContainerCreating"})
+    record = next(s for s in world.status()["steps"] if s["name"] == "Migrate")
+    started = dt.datetime.fromisoformat(record["startedAt"].replace("Z", "+00:00"))
+    # The step started 100 s ago (within its own deadline); its Job is new.
+    record["startedAt"] = (started - dt.timedelta(seconds=100)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    world.tick()
+    assert world.steps()["Migrate"] == "Running"
+    world.age_step("Migrate", 61)
+    status = world.run()
+    migrate = next(s for s in status["steps"] if s["name"] == "Migrate")
+    assert migrate["phase"] == "Failed" and "did not start within 60s" in migrate["message"], migrate

@@ -10,6 +10,7 @@ from coai_operator.kube.jobpods import (  # noqa: F401  (parse_result, pod_log_t
     parse_result,
     pod_log_tail,
     pod_not_started,
+    seconds_since,
 )
 from coai_operator.migration import backupstep, jobs
 from coai_operator.migration.context import Ctx
@@ -26,7 +27,7 @@ def row_counts(ctx: Ctx) -> Obj | None:
     return dict((ctx.status.get("backup") or {}).get("rowCounts") or {})
 
 
-def run_job_step(ctx: Ctx, step: Step, deadline: int | None = None, elapsed: float = 0.0) -> StepOutcome:
+def run_job_step(ctx: Ctx, step: Step, deadline: int | None = None) -> StepOutcome:
     assert ctx.instance is not None
     name = jobs.job_name(ctx.migration, step.name)
     job = ctx.kube.get("batch/v1", "Job", ctx.namespace, name)
@@ -55,7 +56,11 @@ def run_job_step(ctx: Ctx, step: Step, deadline: int | None = None, elapsed: flo
         result = job_result(ctx.kube, ctx.namespace, name) or {}
         reason = result.get("error") or conditions["Failed"].get("message") or "the Job failed"
         return StepOutcome(FAILED, f"Job {name} failed: {reason}", job=name, data=result)
-    cause = pod_not_started(ctx.kube, ctx.namespace, name, elapsed, pod_start_seconds(ctx))
+    # From the Job's creation, not the step's start: a step may create its Job long after it
+    # started (a retried API error, an operator restart), and that wait is not the pod's.
+    created = (job.get("metadata") or {}).get("creationTimestamp")
+    age = seconds_since(created) if created else 0.0
+    cause = pod_not_started(ctx.kube, ctx.namespace, name, age, pod_start_seconds(ctx))
     if cause:
         # Nothing runs: deleting the Job is safe, and the step fails with the cause instead of waiting for ever.
         ctx.kube.delete("batch/v1", "Job", ctx.namespace, name)

@@ -89,7 +89,7 @@ def run_step(ctx: Ctx, name: str) -> StepOutcome:
     started = step_started_at(ctx, name)
     elapsed = seconds_since(started) if started else 0.0
     if step.runs_job:
-        outcome = run_job_step(ctx, step, deadline, elapsed)
+        outcome = run_job_step(ctx, step, deadline)
     else:
         assert step.action is not None
         try:
