@@ -30,6 +30,7 @@ import kopf
 from coai_operator import constants
 from coai_operator.instance.reconcile import Outcome, owner_of, reconcile_named
 from coai_operator.kube import is_own_write_echo
+from coai_operator.kube.echo import forget_object, owned_fields_unchanged
 
 RETRY_SECONDS = float(os.environ.get("COAI_RETRY_SECONDS", "20"))
 # The drift check is a safety net: child watches already repair hand edits at once.
@@ -42,6 +43,8 @@ CHILD_RESOURCES = (
     ("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy"),
 )
 INSTANCES = (constants.GROUP, constants.VERSION, constants.INSTANCE_PLURAL)
+# Children whose status the instance's status is computed from: every change of theirs counts.
+STATUS_READ = frozenset({"Deployment"})
 
 # Instances whose last reconcile should be repeated soon (set membership is atomic under the GIL).
 _needs_retry: set[tuple[str, str]] = set()
@@ -79,7 +82,12 @@ def _child_handler(kind: str) -> tuple[Any, Any]:
     def on_child_event(body: kopf.Body, type: str | None, namespace: str, name: str, **_: Any) -> None:
         owner = owner_of(body, kind)
         if type in ("ADDED", "MODIFIED") and is_own_write_echo(body, kind):
+            owned_fields_unchanged(body, kind)  # remember it: the next event compares with this one
             return  # the echo of our own write: the reconcile that wrote it already accounted for it
+        if type == "DELETED":
+            forget_object(body, kind)
+        elif owned_fields_unchanged(body, kind) and kind not in STATUS_READ and type == "MODIFIED":
+            return  # e.g. the PV controller binding a claim: nothing we own or read changed
         if owner:
             _reconcile(namespace, owner, f"{kind} {name} {(type or 'listed').lower()}", coalesce=True)
 
