@@ -247,8 +247,10 @@ def test_a_reconcile_with_nothing_to_change_makes_no_write(minimal: Instance, op
     status_before = inst.status()
     mark = len(operator.log_text())
 
-    # A child event that changes nothing we own (someone else's label on the Service) ...
-    inst.kubectl("label", "service", "coai", "example.com/touched=yes")
+    # A child event that is compared but changes nothing we own (an annotation in our prefix that we
+    # do not set; one outside it, e.g. example.com/, brings no reconcile at all: tests/unit/
+    # test_child_events.py) ...
+    inst.kubectl("annotate", "service", "coai", "coai.dev/touched=yes")
     by_child = wait_for(lambda: [m for m in _reconciles(log_since(operator, mark), inst.namespace)
                                  if m["trigger"].startswith("Service coai")],
                         timeout=60, message="reconcile triggered by the Service event")
@@ -267,7 +269,7 @@ def test_a_reconcile_with_nothing_to_change_makes_no_write(minimal: Instance, op
     assert written == []
     after = {k: v["metadata"]["resourceVersion"] for k, v in inst.children().items()}
     changed = {k for k in versions if versions[k] != after[k]}
-    assert changed == {"service/coai"}  # only by our own `kubectl label`
+    assert changed == {"service/coai"}  # only by our own `kubectl annotate`
     assert inst.status() == status_before
     print(f"no-op reconcile: {by_child[0]['reads']} reads, 0 writes (child event); "
           f"{by_update[0]['reads']} reads, 0 writes (update)")

@@ -18,17 +18,22 @@ from coai_operator.metrics import METRICS, STEP_LABEL, serve
 from coai_operator.migration import handlers as _migration_handlers  # noqa: F401  (registers handlers)
 
 
-class QuietTimers(logging.Filter):
-    """Drops kopf's "Timer 'backup' succeeded." lines: one per object per tick (every 2 s for every
-    CoaiBackup, finished or not). What a timer did is logged by the handler itself."""
+class QuietSuccesses(logging.Filter):
+    """Drops kopf's "Timer 'backup' succeeded.", "Handler 'metrics' succeeded." and "Indexer 'x'
+    succeeded." lines: one per object per timer tick or watch event (every 2 s for every
+    CoaiBackup; on the bench, 2,421 lines for 100 new instances, with 1,318 of our own reconcile
+    lines that say what was done). Failures and retries stay, at their levels."""
+
+    KINDS = ("Timer '", "Handler '", "Indexer '")
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO:
+            return True
         message = record.getMessage()
-        return not (record.levelno == logging.INFO and message.startswith("Timer '")
-                    and message.endswith("' succeeded."))
+        return not (message.startswith(self.KINDS) and message.endswith("' succeeded."))
 
 
-logging.getLogger("kopf.objects").addFilter(QuietTimers())
+logging.getLogger("kopf.objects").addFilter(QuietSuccesses())
 
 
 @kopf.on.startup()
