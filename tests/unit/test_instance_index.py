@@ -32,7 +32,7 @@ def watched(indexer: OperatorIndexer, body: dict[str, Any]) -> None:
     """What kopf does on a watch event: store the index function's result under the object's key."""
     meta = body["metadata"]
     indexer.replace((meta["namespace"], meta["name"], meta["uid"]),
-                    {("Deployment", meta["namespace"], meta["name"]): ix._trim(body, "Deployment")})
+                    {("Deployment", meta["namespace"], meta["name"]): ix._pack(body, "Deployment")})
 
 
 def test_reads_come_from_the_index_without_managed_fields(cache: Any) -> None:
@@ -42,6 +42,16 @@ def test_reads_come_from_the_index_without_managed_fields(cache: Any) -> None:
     got = c.get("Deployment", "apps", "chat")
     assert got is not None and got["metadata"]["resourceVersion"] == "10" and "managedFields" not in got["metadata"]
     assert c.cached("Deployment") and not c.cached("Secret")
+
+
+def test_the_index_keeps_compact_json_and_every_read_is_a_fresh_copy(cache: Any) -> None:
+    c, deployments = cache
+    watched(deployments, obj("10"))
+    stored = next(iter(deployments.index[("Deployment", "apps", "chat")]))
+    assert isinstance(stored, bytes) and b"managedFields" not in stored
+    first = c.get("Deployment", "apps", "chat")
+    first["spec"]["replicas"] = 99  # a caller editing what it read (render/apply do)
+    assert c.get("Deployment", "apps", "chat")["spec"]["replicas"] == 1
 
 
 def test_our_write_wins_until_its_echo_arrives(cache: Any) -> None:
@@ -112,7 +122,7 @@ def bound_cache(monkeypatch: pytest.MonkeyPatch) -> Any:
         for (kind, namespace, name), body in fake.objects.items():
             if kind in indexers:
                 key = (namespace, name) if kind == "CoaiInstance" else (kind, namespace, name)
-                indexers[kind].replace((namespace, name, body["metadata"]["uid"]), {key: ix._trim(body, kind)})
+                indexers[kind].replace((namespace, name, body["metadata"]["uid"]), {key: ix._pack(body, kind)})
 
     yield sync
     ix.CACHE.unbind()

@@ -18,6 +18,7 @@ Secrets a successful check found.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Mapping
@@ -35,6 +36,17 @@ OVERLAY_SECONDS = 60.0  # an echo lost to a watch restart must not pin an old wr
 def _trim(body: Mapping[str, Any], kind: str) -> Obj:
     meta = {k: v for k, v in (body.get("metadata") or {}).items() if k != "managedFields"}
     return {**{k: v for k, v in body.items() if k != "metadata"}, "metadata": meta, "kind": kind}
+
+
+def _pack(body: Mapping[str, Any], kind: str) -> bytes:
+    """What an index keeps: the trimmed object as compact JSON. As dicts, 4,500 cached children
+    (N=500 on the bench) took about 200 MiB, 46 KB each; their JSON is a tenth of that. Each read
+    decodes a fresh copy, so no caller can change what the cache holds."""
+    return json.dumps(_trim(body, kind), separators=(",", ":")).encode()
+
+
+def _unpack(value: Any) -> Obj:
+    return json.loads(value) if isinstance(value, bytes | str) else dict(value)
 
 
 def _key(obj: Mapping[str, Any]) -> Key:
@@ -57,7 +69,7 @@ class Cache:
 
     def __init__(self) -> None:
         self._indexes: dict[str, Any] = {}  # kind -> kopf.Index
-        self._overlay: dict[Key, tuple[str, Obj, float]] = {}  # key -> (resourceVersion, object, when)
+        self._overlay: dict[Key, tuple[str, bytes, float]] = {}  # key -> (resourceVersion, packed, when)
         self._lock = threading.Lock()
 
     @property
@@ -78,7 +90,7 @@ class Cache:
         key, version = _key(obj), (obj.get("metadata") or {}).get("resourceVersion")
         if key[0] in self._indexes and version:
             with self._lock:
-                self._overlay[key] = (str(version), _trim(obj, key[0]), time.monotonic())
+                self._overlay[key] = (str(version), _pack(obj, key[0]), time.monotonic())
 
     def _indexed(self, key: Key) -> Obj | None:
         index = self._indexes[key[0]]
@@ -86,7 +98,7 @@ class Cache:
         for _ in range(3):  # the watch thread may update the store while we read it
             try:
                 values = list(index[lookup]) if lookup in index else []
-                return values[-1] if values else None
+                return _unpack(values[-1]) if values else None
             except (KeyError, RuntimeError):
                 continue
         return None
@@ -99,12 +111,12 @@ class Cache:
             written = self._overlay.get(key)
             if written is None:
                 return indexed
-            version, obj, when = written
+            version, packed, when = written
             seen = indexed is not None and _not_older(indexed["metadata"].get("resourceVersion"), version)
             if seen or time.monotonic() - when > OVERLAY_SECONDS:
                 del self._overlay[key]
                 return indexed
-            return obj
+            return _unpack(packed)
 
     def cached(self, kind: str) -> bool:
         return kind in self._indexes
@@ -132,11 +144,11 @@ def _register() -> None:
     # these only copy a dict and must never wait.
     @kopf.index(constants.GROUP, constants.VERSION, constants.INSTANCE_PLURAL, id="coai_instances")
     async def coai_instances(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[tuple[str, str], Obj]:
-        return {(namespace, name): _trim(body, constants.INSTANCE_KIND)}
+        return {(namespace, name): _pack(body, constants.INSTANCE_KIND)}
 
     for kind, (group, version, plural, index_id) in CHILD_INDEXES.items():
         async def child(body: kopf.Body, namespace: str, name: str, _kind: str = kind, **_: Any) -> dict[Key, Obj]:
-            return {(_kind, namespace, name): _trim(body, _kind)}
+            return {(_kind, namespace, name): _pack(body, _kind)}
 
         def is_ours(body: kopf.Body, _kind: str = kind, **_: Any) -> bool:
             return _owned_child(body, _kind)
