@@ -83,7 +83,7 @@ def run(report: Report, bench: Any, *, scale: float, users: int | None) -> None:
                      "database": {"host": db.host, "port": db.port, "name": "chatnio", "user": db.user,
                                   "passwordSecretRef": {"name": "coai-db"}}}})
         _wait(lambda: (custom.get_namespaced_custom_object("coai.dev", "v1alpha1", ns, "coaiinstances", NAME)
-                       .get("status") or {}).get("phase") == "Ready", 120, "the 1.9 instance Ready")
+                       .get("status") or {}).get("phase") == "Ready", 300, "the 1.9 instance Ready")
         volume = _wait(lambda: core.read_namespaced_persistent_volume_claim(f"{NAME}-storage", ns).spec.volume_name,
                        60, "the storage PVC bound")
         storage = Path(core.read_persistent_volume(volume).spec.local.path)

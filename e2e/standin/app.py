@@ -19,6 +19,8 @@ import http.server
 import json
 import os
 import re
+import signal
+import sys
 import threading
 import time
 import uuid
@@ -191,5 +193,12 @@ def serving(settings: Settings, host: str = "127.0.0.1") -> Iterator[str]:
 def main() -> None:
     settings = Settings.from_env()
     server = make_server(settings)
+    # As PID 1 in its container the process ignores SIGTERM unless it handles it, and every stop
+    # (maintenance, a rollout) waited the whole 30 s grace period for the SIGKILL. The real app
+    # (Go) exits on SIGTERM; so does its stand-in.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     print(f"CoAI {settings.version} stand-in listening on :{settings.port}", flush=True)
-    server.serve_forever()
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()

@@ -10,8 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from coai_operator import constants
 from coai_operator.backup import controller
-from coai_operator.instance import upgrade
+from coai_operator.instance import render, upgrade
 from coai_operator.migration import machine
 from coai_operator.migration.jobs import LABEL_STEP, STEP_SLUGS
 from tests.unit.fakekube import FakeKube
@@ -57,7 +58,9 @@ class World:
             self.kube.put({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
                            "metadata": {"name": claim, "namespace": NS}, "spec": {}})
         self.kube.put({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "chat", "namespace": NS},
-                       "spec": {"replicas": 1}, "status": {"replicas": 1, "readyReplicas": 1}})
+                       "spec": {"replicas": 1, "selector": {"matchLabels": constants.selector_labels(
+                           "chat", render.APP_COMPONENT)}},
+                       "status": {"replicas": 1, "readyReplicas": 1}})
         self.migration("to-2", "2.0.0", **spec)
         return self
 

@@ -468,3 +468,23 @@ def test_pod_start_is_counted_from_the_jobs_creation_not_from_the_steps_start() 
     status = world.run()
     migrate = next(s for s in status["steps"] if s["name"] == "Migrate")
     assert migrate["phase"] == "Failed" and "did not start within 60s" in migrate["message"], migrate
+
+
+def test_maintenance_holds_only_once_the_terminating_app_pods_are_gone() -> None:
+    """A Deployment scaled to 0 reports 0 replicas as soon as its pods are terminating, while their
+    app may still run (and write) for its grace period: Migrate must not start before they end."""
+    world = World().setup()
+    world.run_until_step("MaintenanceOn")
+    world.settle()
+    selector = world.get("Deployment", "chat")["spec"]["selector"]["matchLabels"]
+    world.kube.put({"apiVersion": "v1", "kind": "Pod", "metadata": {
+        "name": "chat-6f7-abc", "namespace": "apps", "labels": dict(selector),
+        "deletionTimestamp": "2026-12-01T00:00:00Z"}, "status": {"phase": "Running"}})
+    for _ in range(3):
+        world.tick()
+        world.settle()
+    maintenance = next(s for s in world.status()["steps"] if s["name"] == "MaintenanceOn")
+    assert maintenance["phase"] == "Running" and "chat-6f7-abc" in maintenance["message"], maintenance
+    assert world.steps()["Migrate"] == "Pending"
+    world.kube.objects.pop(("Pod", "apps", "chat-6f7-abc"))
+    assert world.run()["phase"] == "Succeeded"

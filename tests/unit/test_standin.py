@@ -103,3 +103,27 @@ def test_multipart_parser_keeps_file_name_and_bytes() -> None:
     body, content_type = validate._multipart({"purpose": "chat"}, "file", "a b.txt", b"\x00\x01data")
     fields = parse_multipart(content_type, body)
     assert fields == {"purpose": (None, b"chat"), "file": ("a b.txt", b"\x00\x01data")}
+
+
+def test_the_standin_exits_on_sigterm_as_pid_1_must(tmp_path: Path) -> None:
+    """Without a handler, PID 1 ignores SIGTERM: each stop of a stand-in pod waited its whole grace
+    period (30 s) for the SIGKILL, in every maintenance and rollout of the e2e suite."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {"PATH": "/usr/bin:/bin", "SERVER_PORT": str(port), "STORAGE_DIR": str(tmp_path),
+           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.Popen([sys.executable, "-m", "e2e.standin"], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert "listening" in (proc.stdout.readline() if proc.stdout else "")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -13,7 +13,7 @@ from coai_operator.kube import KubeError
 from coai_operator.migration import certs, digest, realjobs
 from coai_operator.migration.context import Ctx
 from coai_operator.migration.instance_writes import hold_maintenance, write_upgrade
-from coai_operator.migration.model import Outcome, StepOutcome
+from coai_operator.migration.model import Obj, Outcome, StepOutcome
 from coai_operator.migration.snapshot import (
     Snapshot,
     encode_secret,
@@ -104,9 +104,25 @@ def wait_scaled_down(ctx: Ctx) -> StepOutcome:
         return StepOutcome(DONE, "no Deployment: nothing serves traffic")
     spec_replicas = (deployment.get("spec") or {}).get("replicas", 1)
     status = deployment.get("status") or {}
-    if spec_replicas == 0 and not status.get("replicas") and not status.get("readyReplicas"):
-        return StepOutcome(DONE, "app scaled to 0: no writes during the migration")
-    return StepOutcome(RUNNING, f"waiting for Deployment {ctx.instance_name} to scale down")
+    if spec_replicas != 0 or status.get("replicas") or status.get("readyReplicas"):
+        return StepOutcome(RUNNING, f"waiting for Deployment {ctx.instance_name} to scale down")
+    # status.replicas leaves out terminating pods, whose app may still run (and write) for up to
+    # their grace period: maintenance holds only once they are gone.
+    stopping = app_pods_running(ctx, deployment)
+    if stopping:
+        return StepOutcome(RUNNING, f"waiting for {len(stopping)} pod(s) of Deployment {ctx.instance_name} to stop: "
+                                    f"{', '.join(sorted(stopping))}")
+    return StepOutcome(DONE, "app scaled to 0 and its pods stopped: no writes during the migration")
+
+
+def app_pods_running(ctx: Ctx, deployment: Obj) -> list[str]:
+    """Names of the Deployment's pods that have not ended, terminating ones included."""
+    match = ((deployment.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+    if not match:
+        return []
+    selector = ",".join(f"{k}={v}" for k, v in sorted(match.items()))
+    pods = ctx.kube.list("v1", "Pod", ctx.namespace, label_selector=selector)
+    return [p["metadata"]["name"] for p in pods if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
 
 
 def wait_instance_ready(ctx: Ctx, version: str) -> StepOutcome:
