@@ -39,9 +39,9 @@ def _trim(body: Mapping[str, Any], kind: str) -> Obj:
 
 
 def _pack(body: Mapping[str, Any], kind: str) -> bytes:
-    """What an index keeps: the trimmed object as compact JSON. As dicts, 4,500 cached children
-    (N=500 on the bench) took about 200 MiB, 46 KB each; their JSON is a tenth of that. Each read
-    decodes a fresh copy, so no caller can change what the cache holds."""
+    """What an index keeps: the trimmed object as compact JSON, a few times smaller than the same
+    object as dicts (tracemalloc: 28 KiB per instance's worth of dicts, docs/benchmarks.md). Each
+    read decodes a fresh copy, so no caller can change what the cache holds."""
     return json.dumps(_trim(body, kind), separators=(",", ":")).encode()
 
 
