@@ -82,12 +82,14 @@ def _child_handler(kind: str) -> tuple[Any, Any]:
     def on_child_event(body: kopf.Body, type: str | None, namespace: str, name: str, **_: Any) -> None:
         owner = owner_of(body, kind)
         if type in ("ADDED", "MODIFIED") and is_own_write_echo(body, kind):
-            owned_fields_unchanged(body, kind)  # remember it: the next event compares with this one
+            # The write already recorded its fingerprint (kube.remember_own_write).
             return  # the echo of our own write: the reconcile that wrote it already accounted for it
         if type == "DELETED":
             forget_object(body, kind)
-        elif owned_fields_unchanged(body, kind) and kind not in STATUS_READ and type == "MODIFIED":
-            return  # e.g. the PV controller binding a claim: nothing we own or read changed
+        elif kind not in STATUS_READ:
+            unchanged = owned_fields_unchanged(body, kind)  # remembered for the next event either way
+            if unchanged and type == "MODIFIED":
+                return  # e.g. the PV controller binding a claim: nothing we own or read changed
         if owner:
             _reconcile(namespace, owner, f"{kind} {name} {(type or 'listed').lower()}", coalesce=True)
 

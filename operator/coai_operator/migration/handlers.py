@@ -120,7 +120,7 @@ def _owned_deployment(body: kopf.Body, **_: Any) -> bool:
 
 @kopf.on.event("apps", "v1", "deployments", when=_owned_deployment, id="wake-migration")
 async def rollout_changed(body: kopf.Body, namespace: str, **_: Any) -> None:
-    if not WAKEUPS.waiting():
+    if not WAKEUPS.any_waiting():  # the usual case: no migration running, no cache read
         return
     instance = CACHE.get(constants.INSTANCE_KIND, namespace, str(owner_of(body, "Deployment")))
     WAKEUPS.wake(namespace, ((instance or {}).get("status") or {}).get("activeMigration"))

@@ -48,6 +48,9 @@ class Wakeups:
     def waiting(self) -> set[Key]:
         return set(self._events)
 
+    def any_waiting(self) -> bool:
+        return bool(self._events)
+
 
 WAKEUPS = Wakeups()
 
