@@ -318,8 +318,9 @@ def test_full_sample_with_managed_redis(cluster: Cluster, operator: OperatorProc
     apply_file(cluster, namespace, FULL, db_config)
     inst = Instance(cluster, namespace, "coai-full")
     inst.wait_settled(VERSION, timeout=240)
-    redis_ready = inst.must("deployment", "coai-full-redis")["status"].get("readyReplicas")
-    assert redis_ready == 1  # redis:7-alpine (Debian's redis-server) really runs
+    # redis:7-alpine (Debian's redis-server) really runs; the app does not wait for it to be Ready.
+    wait_for(lambda: inst.must("deployment", "coai-full-redis").get("status", {}).get("readyReplicas") == 1,
+             timeout=120, message="managed Redis ready", explain=inst.describe)
     assert inst.must("configmap", "coai-full-env")["data"]["REDIS_HOST"] == "coai-full-redis"
     redis = inst.must("deployment", "coai-full-redis")
     assert redis["spec"]["template"]["spec"]["containers"][0]["args"] == [
