@@ -39,9 +39,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="operator: COAI_RESYNC_SECONDS (drift check period) during the benchmark")
     parser.add_argument("--migration-users", type=int,
                         help="CoaiMigration e2e: users in the 1.9 database (default 100000 * scale)")
-    parser.add_argument("--profile-operator", action="store_true",
-                        help="operator: one more coai-operator run at the largest N under e2e/bench/sampler.py "
-                             "(where a reconcile's time goes); not a measured run")
+    parser.add_argument("--profile-operator", nargs="?", const="wall", choices=["wall", "cpu"],
+                        help="operator: one more coai-operator run at the largest N under a profiler, not a "
+                             "measured run: wall (e2e/bench/sampler.py: where a reconcile's time goes) or cpu "
+                             "(e2e/bench/cpuprofile.py: cProfile in every thread)")
+    parser.add_argument("--profile-only", action="store_true", help="operator: only the profiled run")
     parser.add_argument("--replicas", type=int, default=0,
                         help="operator: spec.replicas of the N instances (0: no app pods on the real node)")
     parser.add_argument("--skip-migration", action="store_true", help="operator: skip the CoaiMigration e2e")
@@ -72,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
                            resync_seconds=args.resync_seconds, scale=args.scale,
                            migration_users=args.migration_users, migration=not args.skip_migration,
                            workdir=args.workdir and args.workdir / "operator", keep=args.keep,
-                           profile=args.profile_operator, replicas=args.replicas)
+                           profile=args.profile_operator, profile_only=args.profile_only, replicas=args.replicas)
     report.meta["seconds"] = round(time.monotonic() - started, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report.write(args.out)

@@ -11,7 +11,7 @@ dataIntegrity). Figures, from status (second resolution):
 - maintenance window: MaintenanceOn.startedAt → Rollout.finishedAt (the app is down).
 
 Baseline in the same run: an identical dataset (same seed) in a second database and directory,
-and the same engine commands run by hand, back to back (backup, migrate, migrate-storage): what
+and the same engine commands run by hand, back to back (backup --verify, migrate, migrate-storage): what
 the operator orchestrates, without Jobs, pods or polling. The seed's procedure stops the app
 before its backup, so its maintenance window is all three commands.
 """
@@ -22,6 +22,7 @@ import contextlib
 import json
 import os
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -30,12 +31,46 @@ from kubernetes import client
 
 from coai_operator.instance.render import APP_UID
 from e2e.bench.common import PYTHON, Report, log, run_timed
+from e2e.bench.operator_bench import ReadyWatch
 from e2e.instances import STANDIN_IMAGE, STANDIN_RESOURCES
 from e2e.localcluster.mariadb import LocalMariaDB
 from e2e.migration_support import APP_CONFIG, APP_SECRET, health_endpoint
 
 FULL_USERS = 100_000
 NAME = "chat"
+# What a Job step's time is made of: the moments its Job and pod first reached each milestone.
+JOB_MILESTONES: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "job created": ("jobs", lambda o: True),
+    "pod created": ("pods", lambda o: True),
+    "pod scheduled": ("pods", lambda o: bool(o.spec.node_name)),
+    "container running": ("pods", lambda o: any(c.state and (c.state.running or c.state.terminated)
+                                                for c in o.status.container_statuses or [])),
+    "container exited": ("pods", lambda o: bool(o.status.container_statuses) and all(
+        c.state and c.state.terminated for c in o.status.container_statuses)),
+    "job finished": ("jobs", lambda o: any(c.type in ("Complete", "Failed") and c.status == "True"
+                                           for c in o.status.conditions or [])),
+}
+
+
+class JobTimeline:
+    """Watches the namespace's Jobs and their pods; `since(t0)` gives, per Job, each milestone in
+    seconds after t0 (monotonic). A Job's pod is found by its job-name label."""
+
+    def __init__(self, api: client.ApiClient, namespace: str) -> None:
+        batch, core = client.BatchV1Api(api), client.CoreV1Api(api)
+        lists = {"jobs": batch.list_namespaced_job, "pods": core.list_namespaced_pod}
+        names = {"jobs": lambda o: o.metadata.name, "pods": lambda o: (o.metadata.labels or {}).get("job-name", "")}
+        self.watches = {milestone: ReadyWatch(lists[what], namespace, ready, names[what])
+                        for milestone, (what, ready) in JOB_MILESTONES.items()}
+
+    def close(self) -> None:
+        for w in self.watches.values():
+            w.stop()
+
+    def since(self, t0: float) -> dict[str, dict[str, float]]:
+        jobs = sorted(self.watches["job created"].first.items(), key=lambda kv: kv[1])
+        return {job: {m: round(w.first[job] - t0, 2) for m, w in self.watches.items() if job in w.first}
+                for job, _ in jobs}
 
 
 def _at(stamp: str | None) -> float | None:
@@ -102,13 +137,17 @@ def run(report: Report, bench: Any, *, scale: float, users: int | None) -> None:
         env = {**os.environ, **db.env("manual")}
         manual: dict[str, float] = {}
         for step, args in (
-            ("backup", ["backup", "--dir", str(bench.work / "manual-backup"), "--storage", str(manual_storage)]),
+            # --verify, as the migration's pinned backup does (backup/jobs.backup_args): restored into
+            # a scratch database and compared before anything destructive runs.
+            ("backup", ["backup", "--dir", str(bench.work / "manual-backup"), "--storage", str(manual_storage),
+                        "--verify"]),
             ("migrate", ["migrate", "--target", "2.0.0"]),
             ("migrate-storage", ["migrate-storage", "--storage", str(manual_storage)]),
         ):
             manual[step] = run_timed([PYTHON, "-m", "coai_operator.cli", "engine", *args], env=env).seconds
 
         log("CoaiMigration e2e: applying the migration")
+        timeline = served.enter_context(contextlib.closing(JobTimeline(bench.api, ns)))
         applied = time.monotonic()
         custom.create_namespaced_custom_object("coai.dev", "v1alpha1", ns, "coaimigrations", {
             "apiVersion": "coai.dev/v1alpha1", "kind": "CoaiMigration", "metadata": {"name": "to-2"},
@@ -135,6 +174,7 @@ def run(report: Report, bench: Any, *, scale: float, users: int | None) -> None:
             "message": status.get("message"), "seed_seconds": seeds, "observed_seconds": round(observed, 2),
             "status_total_seconds": total, "maintenance_window_seconds": window, "step_seconds": durations,
             "manual_engine_seconds": {k: round(v, 2) for k, v in manual.items()},
+            "job_timeline_seconds_after_apply": timeline.since(applied),
         }
         if status.get("phase") != "Succeeded":
             report.errors.append(f"CoaiMigration e2e ended {status.get('phase')}: {status.get('message')}")
@@ -151,6 +191,8 @@ def run(report: Report, bench: Any, *, scale: float, users: int | None) -> None:
                        baseline=manual.get(hand) if hand else None,
                        baseline_name=f"engine {hand} by hand" if hand else "")
         log("CoaiMigration e2e: " + json.dumps({"total": total, "window": window, "steps": durations}))
+        for job, moments in report.details["migration_e2e"]["job_timeline_seconds_after_apply"].items():
+            log(f"  {job}: " + ", ".join(f"{m} {t:.2f}" for m, t in moments.items()))
     finally:
         if op is not None:
             op.stop()

@@ -45,6 +45,7 @@ from kubernetes import client, config, watch
 from e2e.bench.common import PYTHON, REPO, Report, log, peak_rss_kib, percentile
 from e2e.localcluster.cluster import LocalCluster, kubeconfig_yaml
 
+PROFILERS = {"wall": "e2e.bench.sampler", "cpu": "e2e.bench.cpuprofile"}
 USERS = {"coai": "bench-coai-operator", "baseline": "bench-baseline-operator"}
 READ_VERBS = {"get", "list"}
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
@@ -318,7 +319,7 @@ class OperatorBench:
             self.cluster.stop()
 
     def operator(self, kind: str, namespace: str, extra_env: dict[str, str] | None = None,
-                 profile_out: Path | None = None) -> OperatorProc:
+                 profile_out: Path | None = None, profiler: str = "wall") -> OperatorProc:
         assert self.cluster is not None
         env = {**self.cluster.env(), "KUBECONFIG": str(self.cluster.user_kubeconfig(USERS[kind])),
                "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO), "COAI_RESYNC_SECONDS": str(self.resync_seconds),
@@ -327,7 +328,7 @@ class OperatorBench:
         if kind == "coai":
             argv = [PYTHON, "-m", "coai_operator.cli", "run", "-n", namespace]
             if profile_out is not None:
-                argv[1:1] = ["-m", "e2e.bench.sampler", str(profile_out)]
+                argv[1:1] = ["-m", PROFILERS[profiler], str(profile_out)]
             ready = "coai-operator watching"
         else:
             argv = [PYTHON, "-m", "kopf", "run", "--standalone", "-n", namespace, "-m", "e2e.bench.baseline_operator"]
@@ -340,12 +341,12 @@ class OperatorBench:
         core.create_namespace({"metadata": {"name": name}})
         core.create_namespaced_secret(name, {"metadata": {"name": "coai-db"}, "stringData": {"password": "bench"}})
 
-    def run_one(self, kind: str, n: int, profile_out: Path | None = None) -> RunResult:
+    def run_one(self, kind: str, n: int, profile_out: Path | None = None, profiler: str = "wall") -> RunResult:
         assert self.cluster is not None and self.api is not None
         ns = f"bench-{kind}-{n}{'-profile' if profile_out else ''}"
         result = RunResult(kind, n, ns)
         self.namespace(ns)
-        op = self.operator(kind, ns, profile_out=profile_out)
+        op = self.operator(kind, ns, profile_out=profile_out, profiler=profiler)
         custom, apps = client.CustomObjectsApi(self.api), client.AppsV1Api(self.api)
         try:
             time.sleep(1.0)  # let the operator's watches list the empty namespace
@@ -494,7 +495,7 @@ def report_pair(report: Report, base: RunResult, ours: RunResult, resync: float)
 
 def run(report: Report, *, sizes: list[int], idle_seconds: float, resync_seconds: float, scale: float,
         migration_users: int | None, migration: bool, workdir: Path | None = None, keep: bool = False,
-        profile: bool = False, replicas: int = 0) -> None:
+        profile: str | None = None, profile_only: bool = False, replicas: int = 0) -> None:
     work = workdir or Path(tempfile.mkdtemp(prefix="coai-bench-operator-"))
     work.mkdir(parents=True, exist_ok=True)
     bench = OperatorBench(report, work, idle_seconds, resync_seconds, keep, replicas)
@@ -503,7 +504,7 @@ def run(report: Report, *, sizes: list[int], idle_seconds: float, resync_seconds
     details = report.details.setdefault("operator", {})
     try:
         bench.start()
-        for n in sizes:
+        for n in [] if profile_only else sizes:
             try:
                 log(f"operator: N={n} baseline (minimal kopf operator)")
                 base = bench.run_one("baseline", n)
@@ -515,13 +516,14 @@ def run(report: Report, *, sizes: list[int], idle_seconds: float, resync_seconds
                 report.failed(f"operator N={n}", exc)
         if profile and sizes:
             n = max(sizes)
-            log(f"operator: N={n} coai-operator again, under the sampling profiler (not a measured run)")
+            log(f"operator: N={n} coai-operator again, under the {profile} profiler (not a measured run)")
             try:
-                out = work / "operator-profile.json"
-                profiled = bench.run_one("coai", n, profile_out=out)
-                details["profile"] = {"n": n, "run": profiled.summary(), "sampler": json.loads(out.read_text())}
-                for line in details["profile"]["sampler"]["reconcile_inclusive"][:12]:
-                    log(f"  reconcile inclusive: {line}")
+                out = work / f"operator-profile-{profile}.json"
+                profiled = bench.run_one("coai", n, profile_out=out, profiler=profile)
+                found = json.loads(out.read_text())
+                details[f"profile_{profile}"] = {"n": n, "run": profiled.summary(), "profiler": found}
+                for line in found.get("reconcile_inclusive") or found.get("by_self_time") or []:
+                    log(f"  {profile} profile: {line}")
             except Exception as exc:
                 report.failed("operator profile", exc)
         if migration:

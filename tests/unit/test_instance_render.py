@@ -160,6 +160,7 @@ def test_minimal_deployment_defaults(minimal: r.Rendered) -> None:
                             "periodSeconds": 30, "timeoutSeconds": 10, "failureThreshold": 3}
     assert c["startupProbe"]["httpGet"] == {"path": "/api/", "port": "http"}
     assert c["startupProbe"]["periodSeconds"] * c["startupProbe"]["failureThreshold"] >= 300
+    assert c["startupProbe"]["periodSeconds"] <= 2  # a started app is Ready within 2 s, not 10
     assert pod["securityContext"] == r.DEFAULT_POD_SECURITY_CONTEXT  # tests/unit/test_instance_security.py
     assert c["securityContext"] == r.DEFAULT_CONTAINER_SECURITY_CONTEXT
     assert pod["enableServiceLinks"] is False

@@ -488,3 +488,27 @@ def test_maintenance_holds_only_once_the_terminating_app_pods_are_gone() -> None
     assert world.steps()["Migrate"] == "Pending"
     world.kube.objects.pop(("Pod", "apps", "chat-6f7-abc"))
     assert world.run()["phase"] == "Succeeded"
+
+
+def test_a_job_step_ends_at_the_interim_success_condition_and_a_failure_waits_for_the_final_one() -> None:
+    world = World(interim_conditions=True).setup(storageMigration={"enabled": True})
+    world.tick()  # Preflight creates its Job
+    world.settle()  # the pod succeeded: only SuccessCriteriaMet so far
+    job = next(o for (k, _, _), o in world.kube.objects.items() if k == "Job")
+    assert [c["type"] for c in job["status"]["conditions"]] == ["SuccessCriteriaMet"]
+    world.tick()
+    assert world.steps()["Preflight"] == "Succeeded"  # not a round later, at Complete
+    assert world.run()["phase"] == "Succeeded"
+
+    failing = World(interim_conditions=True).setup()
+    failing.results["migrate"] = {"ok": False, "error": "no_such_table"}
+    for _ in range(40):
+        failing.tick()
+        if failing.steps().get("Migrate") == "Running" and any(
+                c["type"] == "FailureTarget" for (k, _, n), o in failing.kube.objects.items()
+                if k == "Job" and "migrate" in n for c in (o.get("status") or {}).get("conditions") or []):
+            break
+        failing.settle()
+    failing.tick()
+    assert failing.steps()["Migrate"] == "Running"  # FailureTarget: its pod may still be running
+    assert failing.run()["phase"] == "RolledBack"

@@ -8,6 +8,7 @@ import itertools
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,6 +73,34 @@ def _error(exc: ApiException, what: str) -> KubeError:
 
 _default_client: client.ApiClient | None = None
 _client_lock = threading.Lock()
+# The kubernetes client's config loaders run a hook before every request that re-applies the whole
+# configuration (token, host, CA, proxy from the environment): 1.5 ms of CPU per request, a quarter
+# of the operator's request CPU at N=500 (docs/benchmarks.md). A token read from a file or an exec
+# plugin is refreshed at most this often instead.
+AUTH_REFRESH_SECONDS = 5.0
+
+
+def throttle_auth_refresh(configuration: client.Configuration, seconds: float = AUTH_REFRESH_SECONDS,
+                          clock: Callable[[], float] = time.monotonic) -> None:
+    """Run the configuration's refresh_api_key_hook at most once per `seconds` (the first request
+    runs it). The hook installs a fresh copy of itself each time; that copy is what runs next."""
+    hook = configuration.refresh_api_key_hook
+    if hook is None:
+        return
+    state = {"hook": hook, "last": None}
+
+    def throttled(config_: client.Configuration) -> None:
+        now = clock()
+        if state["last"] is not None and now - state["last"] < seconds:
+            return
+        state["last"] = now
+        state["hook"](config_)
+        replaced = config_.refresh_api_key_hook
+        if replaced is not throttled and replaced is not None:
+            state["hook"] = replaced
+        config_.refresh_api_key_hook = throttled
+
+    configuration.refresh_api_key_hook = throttled
 
 
 def default_api_client() -> client.ApiClient:
@@ -84,6 +113,7 @@ def default_api_client() -> client.ApiClient:
                 config.load_incluster_config(client_configuration=configuration)
             except config.ConfigException:
                 config.load_kube_config(client_configuration=configuration)
+            throttle_auth_refresh(configuration)
             _default_client = client.ApiClient(configuration)
         return _default_client
 

@@ -166,21 +166,20 @@ def _keep_foreign_template_metadata(spec: Obj, live_spec: Mapping[str, Any] | No
 
 
 def _plan_pvc(desired: Obj, live: Obj) -> Obj | None:
-    body = copy.deepcopy(live)
-    body.pop("status", None)
-    body["metadata"].pop("managedFields", None)
-    changed = False
     meta_changes = _metadata_changes(desired, live)
-    if meta_changes:
-        body["metadata"].update(meta_changes)
-        changed = True
     want = (((desired.get("spec") or {}).get("resources") or {}).get("requests") or {}).get("storage")
     have = (((live.get("spec") or {}).get("resources") or {}).get("requests") or {}).get("storage")
     want_q, have_q = _quantity(want), _quantity(have)
-    if want_q is not None and (have_q is None or want_q > have_q):  # a PVC can grow, never shrink
+    grow = want_q is not None and (have_q is None or want_q > have_q)  # a PVC can grow, never shrink
+    if not meta_changes and not grow:
+        return None
+    body = copy.deepcopy(live)
+    body.pop("status", None)
+    body["metadata"].pop("managedFields", None)
+    body["metadata"].update(meta_changes)
+    if grow:
         body.setdefault("spec", {}).setdefault("resources", {}).setdefault("requests", {})["storage"] = want
-        changed = True
-    return body if changed else None
+    return body
 
 
 def with_applied_hash(desired: Obj) -> Obj:

@@ -19,6 +19,18 @@ START_FAILURES = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageNam
 POD_START_SECONDS = int(os.environ.get("COAI_POD_START_SECONDS", "90"))
 
 
+def true_conditions(job: Obj) -> set[str]:
+    return {str(c.get("type")) for c in (job.get("status") or {}).get("conditions") or [] if c.get("status") == "True"}
+
+
+def succeeded(conditions: set[str] | dict[str, Any]) -> bool:
+    """Complete, or the interim SuccessCriteriaMet (Kubernetes >= 1.31): it is set once the pod has
+    succeeded, and Complete follows about a second later, once the Job controller has removed its
+    pod finalizer; waiting for it cost every engine Job that second. FailureTarget is not taken for
+    Failed: until Failed the pod may still be running (a deadline), and a rollback must not race it."""
+    return "Complete" in conditions or "SuccessCriteriaMet" in conditions
+
+
 def parse_result(text: str | None) -> Obj | None:
     """The engine's final JSON line, from a termination message or a log tail."""
     for line in reversed((text or "").strip().splitlines()):
