@@ -19,7 +19,6 @@ from tests.unit.fakekube import FakeKube
 
 Obj = dict[str, Any]
 NS = "apps"
-INTERIM = {"SuccessCriteriaMet": "Complete", "FailureTarget": "Failed"}  # -> the final condition
 
 PLAN_RESULT = {"ok": True, "current": "1.8.0", "path": ["1.8.0-to-1.9.0", "1.9.0-to-2.0.0"]}
 BACKUP_RESULT = {"ok": True, "location": "/backup/x", "artifacts": [{"name": "database.sql.gz", "bytes": 10}],
@@ -44,9 +43,9 @@ class World:
     ran: list[str] = field(default_factory=list)
     events: list[tuple[str, str, str]] = field(default_factory=list)
     hooks: list[Callable[[World], None]] = field(default_factory=list)
-    # The Job controller of Kubernetes >= 1.31: a finished Job first gets only its interim
-    # condition (SuccessCriteriaMet / FailureTarget), the final one a round later.
-    interim_conditions: bool = False
+    # As on the real node: a round in which the engine container has exited but the Job has no
+    # condition yet (active 1, ready 0), before the round that brings Complete / Failed.
+    exit_lag: bool = False
 
     def setup(self, version: str = "1.8.0", **spec: Any) -> World:
         self.kube.put({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "coai-app", "namespace": NS},
@@ -87,11 +86,15 @@ class World:
     def settle(self) -> None:
         self._backup_controller()
         for (kind, _, name), job in list(self.kube.objects.items()):
-            conditions = (job.get("status") or {}).get("conditions") or []
-            if kind == "Job" and not conditions:
-                self._finish_job(name, job)
-            elif kind == "Job" and conditions[-1]["type"] in INTERIM:
-                conditions.append({"type": INTERIM[conditions[-1]["type"]], "status": "True"})
+            status = job.get("status") or {}
+            if kind != "Job" or status.get("conditions"):
+                continue
+            if "lagging" in status:
+                job["status"] = {"conditions": status["lagging"]}
+                continue
+            self._finish_job(name, job)
+            if self.exit_lag and (job.get("status") or {}).get("conditions"):
+                job["status"] = {"active": 1, "ready": 0, "lagging": job["status"]["conditions"]}
         self._backup_controller()
         self._instance_controller()
         for hook in self.hooks:
@@ -116,9 +119,7 @@ class World:
             return
         self.ran.append(args[1])
         ok = result.get("ok", True)
-        final = "Complete" if ok else "Failed"
-        first = {v: k for k, v in INTERIM.items()}[final] if self.interim_conditions else final
-        job["status"] = {"conditions": [{"type": first, "status": "True"}]}
+        job["status"] = {"conditions": [{"type": "Complete" if ok else "Failed", "status": "True"}]}
         self.kube.put({"apiVersion": "v1", "kind": "Pod",
                        "metadata": {"name": f"{name}-pod", "namespace": NS, "labels": {"job-name": name}},
                        "status": {"containerStatuses": [{"name": "engine", "state": {"terminated": {

@@ -490,25 +490,28 @@ def test_maintenance_holds_only_once_the_terminating_app_pods_are_gone() -> None
     assert world.run()["phase"] == "Succeeded"
 
 
-def test_a_job_step_ends_at_the_interim_success_condition_and_a_failure_waits_for_the_final_one() -> None:
-    world = World(interim_conditions=True).setup(storageMigration={"enabled": True})
+
+def test_a_job_step_ends_when_its_engine_exited_cleanly_before_the_job_says_complete() -> None:
+    world = World(exit_lag=True).setup(storageMigration={"enabled": True})
     world.tick()  # Preflight creates its Job
-    world.settle()  # the pod succeeded: only SuccessCriteriaMet so far
+    world.settle()  # the engine exited 0; the Job is still active with no condition
     job = next(o for (k, _, _), o in world.kube.objects.items() if k == "Job")
-    assert [c["type"] for c in job["status"]["conditions"]] == ["SuccessCriteriaMet"]
+    assert not job["status"].get("conditions") and job["status"]["active"] == 1
     world.tick()
     assert world.steps()["Preflight"] == "Succeeded"  # not a round later, at Complete
+    assert world.status()["fromVersion"] == "1.8.0"  # the result line was read from the pod
     assert world.run()["phase"] == "Succeeded"
 
-    failing = World(interim_conditions=True).setup()
-    failing.results["migrate"] = {"ok": False, "error": "no_such_table"}
+
+def test_an_engine_that_exited_non_zero_waits_for_the_jobs_failed_condition() -> None:
+    world = World(exit_lag=True).setup()
+    world.results["migrate"] = {"ok": False, "error": "no_such_table"}
     for _ in range(40):
-        failing.tick()
-        if failing.steps().get("Migrate") == "Running" and any(
-                c["type"] == "FailureTarget" for (k, _, n), o in failing.kube.objects.items()
-                if k == "Job" and "migrate" in n for c in (o.get("status") or {}).get("conditions") or []):
+        world.tick()
+        migrate = [o for (k, _, n), o in world.kube.objects.items() if k == "Job" and "migrate" in n]
+        if migrate and "lagging" in migrate[0].get("status", {}):
             break
-        failing.settle()
-    failing.tick()
-    assert failing.steps()["Migrate"] == "Running"  # FailureTarget: its pod may still be running
-    assert failing.run()["phase"] == "RolledBack"
+        world.settle()
+    world.tick()
+    assert world.steps()["Migrate"] == "Running"  # exit 1: the Job's retries and deadline decide
+    assert world.run()["phase"] == "RolledBack"

@@ -19,15 +19,7 @@ from coai_operator.backup.jobs import Destination
 from coai_operator.conditions import now_rfc3339, set_condition
 from coai_operator.instance.upgrade import deployed_version
 from coai_operator.kube import Kube, KubeError
-from coai_operator.kube.jobpods import (
-    POD_START_SECONDS,
-    parse_result,
-    pod_log_tail,
-    pod_not_started,
-    seconds_since,
-    succeeded,
-    true_conditions,
-)
+from coai_operator.kube.jobpods import POD_START_SECONDS, exited_cleanly, job_result, pod_not_started, seconds_since
 from coai_operator.migration import testfaults
 
 Obj = dict[str, Any]
@@ -101,19 +93,12 @@ def job_state(kube: Kube, namespace: str, name: str) -> tuple[str, Obj]:
     job = kube.get("batch/v1", "Job", namespace, name)
     if job is None:
         return "missing", {}
-    done = true_conditions(job)
-    if not succeeded(done) and "Failed" not in done:
+    done = {c.get("type") for c in (job.get("status") or {}).get("conditions") or [] if c.get("status") == "True"}
+    exited = None if done else exited_cleanly(kube, job)
+    if not done & {"Complete", "Failed"} and exited is None:
         return "running", {}
-    result: Obj = {}
-    for pod in kube.list("v1", "Pod", namespace, label_selector=f"job-name={name}"):
-        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
-            result = parse_result(((cs.get("state") or {}).get("terminated") or {}).get("message")) or {}
-        result = result or parse_result(pod_log_tail(kube, namespace, pod["metadata"]["name"])) or {}
-        if result:
-            break
-    if not result and not done & {"Complete", "Failed"}:
-        return "running", {}  # SuccessCriteriaMet before the pod's result was readable: Complete brings it
-    if succeeded(done) and result.get("ok") is not False:
+    result = job_result(kube, namespace, name, exited) or {}
+    if ("Complete" in done or exited is not None) and result.get("ok") is not False:
         return "complete", result
     return "failed", result
 

@@ -19,18 +19,6 @@ START_FAILURES = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageNam
 POD_START_SECONDS = int(os.environ.get("COAI_POD_START_SECONDS", "90"))
 
 
-def true_conditions(job: Obj) -> set[str]:
-    return {str(c.get("type")) for c in (job.get("status") or {}).get("conditions") or [] if c.get("status") == "True"}
-
-
-def succeeded(conditions: set[str] | dict[str, Any]) -> bool:
-    """Complete, or the interim SuccessCriteriaMet (Kubernetes >= 1.31): it is set once the pod has
-    succeeded, and Complete follows about a second later, once the Job controller has removed its
-    pod finalizer; waiting for it cost every engine Job that second. FailureTarget is not taken for
-    Failed: until Failed the pod may still be running (a deadline), and a rollback must not race it."""
-    return "Complete" in conditions or "SuccessCriteriaMet" in conditions
-
-
 def parse_result(text: str | None) -> Obj | None:
     """The engine's final JSON line, from a termination message or a log tail."""
     for line in reversed((text or "").strip().splitlines()):
@@ -49,8 +37,28 @@ def job_pods(kube: Kube, namespace: str, job_name: str) -> list[Obj]:
     return pods
 
 
-def job_result(kube: Kube, namespace: str, job_name: str) -> Obj | None:
-    for pod in job_pods(kube, namespace, job_name):
+def exited_cleanly(kube: Kube, job: Obj) -> list[Obj] | None:
+    """The Job's pods when its engine container has already exited 0 but the Job does not say so
+    yet, else None.
+
+    Measured on the real node: the container exits; the kubelet reports the pod Succeeded 1.1 s
+    later, and the Job controller, batching pod events by a second, says Complete a second after
+    that. In between, the Job's own update of `status.ready` to 0 (one second after the exit)
+    wakes the migration: reading the pod then ends the step a second earlier, on every Job. A
+    non-zero exit still waits for the Job's Failed condition (its retries and deadline decide).
+    """
+    status, meta = job.get("status") or {}, job.get("metadata") or {}
+    if status.get("conditions") or not status.get("active") or status.get("ready"):
+        return None  # finished (the conditions say how), not started, or still running
+    pods = job_pods(kube, str(meta.get("namespace")), str(meta.get("name")))
+    containers = ((pods[0].get("status") or {}).get("containerStatuses") or []) if pods else []
+    ok = bool(containers) and all(((c.get("state") or {}).get("terminated") or {}).get("exitCode") == 0
+                                  for c in containers)
+    return pods if ok else None
+
+
+def job_result(kube: Kube, namespace: str, job_name: str, pods: list[Obj] | None = None) -> Obj | None:
+    for pod in job_pods(kube, namespace, job_name) if pods is None else pods:
         for cs in (pod.get("status") or {}).get("containerStatuses") or []:
             terminated = (cs.get("state") or {}).get("terminated") or {}
             result = parse_result(terminated.get("message"))

@@ -6,12 +6,12 @@ from __future__ import annotations
 from coai_operator.kube import KubeError
 from coai_operator.kube.jobpods import (  # noqa: F401  (parse_result, pod_log_tail: re-exported)
     POD_START_SECONDS,
+    exited_cleanly,
     job_result,
     parse_result,
     pod_log_tail,
     pod_not_started,
     seconds_since,
-    succeeded,
 )
 from coai_operator.migration import backupstep, jobs
 from coai_operator.migration.context import Ctx
@@ -48,12 +48,9 @@ def run_job_step(ctx: Ctx, step: Step, deadline: int | None = None) -> StepOutco
         return StepOutcome(RUNNING, f"Job {name} started", job=name)
     conditions = {c.get("type"): c for c in (job.get("status") or {}).get("conditions") or []
                   if c.get("status") == "True"}
-    if succeeded(conditions):
-        # The result line is in the pod's status once the pod has succeeded; if not yet, Complete brings it.
-        result = job_result(ctx.kube, ctx.namespace, name)
-        if result is None and "Complete" not in conditions:
-            return StepOutcome(RUNNING, f"Job {name} finishing", job=name)
-        result = result or {}
+    exited = None if conditions else exited_cleanly(ctx.kube, job)
+    if "Complete" in conditions or exited is not None:
+        result = job_result(ctx.kube, ctx.namespace, name, exited) or {}
         if result.get("ok") is False:
             return StepOutcome(FAILED, result.get("error") or f"Job {name} reported failure", job=name, data=result)
         return StepOutcome(DONE, step.summary(result), job=name, data=result)
