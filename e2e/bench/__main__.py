@@ -39,10 +39,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="operator: COAI_RESYNC_SECONDS (drift check period) during the benchmark")
     parser.add_argument("--migration-users", type=int,
                         help="CoaiMigration e2e: users in the 1.9 database (default 100000 * scale)")
-    parser.add_argument("--profile-operator", nargs="?", const="wall", choices=["wall", "cpu"],
+    parser.add_argument("--profile-operator", nargs="?", const="wall", choices=["wall", "cpu", "mem"],
                         help="operator: one more coai-operator run at the largest N under a profiler, not a "
                              "measured run: wall (e2e/bench/sampler.py: where a reconcile's time goes) or cpu "
-                             "(e2e/bench/cpuprofile.py: cProfile in every thread)")
+                             "(e2e/bench/cpuprofile.py: cProfile in every thread) or mem (e2e/bench/memprofile.py: "
+                             "tracemalloc at the peak)")
     parser.add_argument("--profile-only", action="store_true", help="operator: only the profiled run")
     parser.add_argument("--replicas", type=int, default=0,
                         help="operator: spec.replicas of the N instances (0: no app pods on the real node)")

@@ -45,7 +45,7 @@ from kubernetes import client, config, watch
 from e2e.bench.common import PYTHON, REPO, Report, log, peak_rss_kib, percentile
 from e2e.localcluster.cluster import LocalCluster, kubeconfig_yaml
 
-PROFILERS = {"wall": "e2e.bench.sampler", "cpu": "e2e.bench.cpuprofile"}
+PROFILERS = {"wall": "e2e.bench.sampler", "cpu": "e2e.bench.cpuprofile", "mem": "e2e.bench.memprofile"}
 USERS = {"coai": "bench-coai-operator", "baseline": "bench-baseline-operator"}
 READ_VERBS = {"get", "list"}
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
@@ -522,7 +522,7 @@ def run(report: Report, *, sizes: list[int], idle_seconds: float, resync_seconds
                 profiled = bench.run_one("coai", n, profile_out=out, profiler=profile)
                 found = json.loads(out.read_text())
                 details[f"profile_{profile}"] = {"n": n, "run": profiled.summary(), "profiler": found}
-                for line in found.get("reconcile_inclusive") or found.get("by_self_time") or []:
+                for line in found.get("reconcile_inclusive") or found.get("by_self_time") or found.get("by_site") or []:
                     log(f"  {profile} profile: {line}")
             except Exception as exc:
                 report.failed("operator profile", exc)
