@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import cProfile
 import io
-import json
 import pstats
-import runpy
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from e2e.bench.profiled import run_profiled
 
 _profiles: list[cProfile.Profile] = []
 _lock = threading.Lock()
@@ -58,23 +58,11 @@ def report(out: Path, limit: int = 40) -> dict[str, object]:
 
 
 def main() -> int:
-    out = Path(sys.argv[1])
-    if sys.argv[2] != "-m":
-        raise SystemExit("usage: python -m e2e.bench.cpuprofile OUT.json -m MODULE [ARGS...]")
-    module = sys.argv[3]
-    sys.argv = [module, *sys.argv[4:]]
-    started = time.monotonic()
-    threading.setprofile(_enable_in_this_thread)
-    _enable_in_this_thread()
-    try:
-        runpy.run_module(module, run_name="__main__", alter_sys=True)
-    except SystemExit:
-        pass
-    finally:
-        data = report(out)
-        data["seconds"] = round(time.monotonic() - started, 1)
-        out.write_text(json.dumps(data, indent=1))
-    return 0
+    def start(_: Path) -> None:
+        threading.setprofile(_enable_in_this_thread)
+        _enable_in_this_thread()
+
+    return run_profiled("e2e.bench.cpuprofile", start, report)
 
 
 if __name__ == "__main__":

@@ -11,12 +11,12 @@ interpreter, not C libraries' own): a map of the heap, not a measured run.
 from __future__ import annotations
 
 import json
-import runpy
 import sys
 import threading
-import time
 import tracemalloc
 from pathlib import Path
+
+from e2e.bench.profiled import run_profiled
 
 FRAMES = 8
 EVERY_SECONDS = 30.0
@@ -73,26 +73,22 @@ class Peak:
 
 
 def main() -> int:
-    out = Path(sys.argv[1])
-    if sys.argv[2] != "-m":
-        raise SystemExit("usage: python -m e2e.bench.memprofile OUT.json -m MODULE [ARGS...]")
-    module = sys.argv[3]
-    sys.argv = [module, *sys.argv[4:]]
-    tracemalloc.start(FRAMES)
-    peak = Peak(out)
-    threading.Thread(target=peak.run, daemon=True, name="bench-memprofile").start()
-    started = time.monotonic()
-    try:
-        runpy.run_module(module, run_name="__main__", alter_sys=True)
-    except SystemExit:
-        pass
-    finally:
-        peak.stop()
+    peaks: list[Peak] = []
+
+    def start(out: Path) -> None:
+        tracemalloc.start(FRAMES)
+        peaks.append(Peak(out))
+        threading.Thread(target=peaks[0].run, daemon=True, name="bench-memprofile").start()
+
+    def report(out: Path) -> dict[str, object]:
+        peaks[0].stop()
+        if not out.exists():  # a run shorter than one interval
+            peaks[0].look()
         data: dict[str, object] = json.loads(out.read_text()) if out.exists() else {}
         data["peak_traced_mib"] = round(tracemalloc.get_traced_memory()[1] / 2**20, 1)
-        data["seconds"] = round(time.monotonic() - started, 1)
-        out.write_text(json.dumps(data, indent=1))
-    return 0
+        return data
+
+    return run_profiled("e2e.bench.memprofile", start, report)
 
 
 if __name__ == "__main__":

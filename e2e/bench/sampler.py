@@ -14,14 +14,14 @@ cProfile would only see the main thread; kopf runs sync handlers in executor thr
 from __future__ import annotations
 
 import json
-import runpy
 import signal
 import sys
 import threading
-import time
 from collections import Counter
 from pathlib import Path
 from types import FrameType
+
+from e2e.bench.profiled import run_profiled
 
 FOCUS = "reconcile_named"
 
@@ -81,26 +81,17 @@ class Sampler:
 
 
 def main() -> int:
-    out = Path(sys.argv[1])
-    if sys.argv[2] != "-m":
-        raise SystemExit("usage: python -m e2e.bench.sampler OUT.json -m MODULE [ARGS...]")
-    module = sys.argv[3]
-    sys.argv = [module, *sys.argv[4:]]
     sampler = Sampler()
-    thread = threading.Thread(target=sampler.run, daemon=True, name="bench-sampler")
-    started = time.monotonic()
-    thread.start()
-    signal.signal(signal.SIGUSR1, lambda *_: out.write_text(json.dumps(sampler.to_dict(), indent=1)))
-    try:
-        runpy.run_module(module, run_name="__main__", alter_sys=True)
-    except SystemExit:
-        pass
-    finally:
+
+    def start(out: Path) -> None:
+        threading.Thread(target=sampler.run, daemon=True, name="bench-sampler").start()
+        signal.signal(signal.SIGUSR1, lambda *_: out.write_text(json.dumps(sampler.to_dict(), indent=1)))
+
+    def report(_: Path) -> dict[str, object]:
         sampler.stop()
-        data = sampler.to_dict()
-        data["seconds"] = round(time.monotonic() - started, 1)
-        out.write_text(json.dumps(data, indent=1))
-    return 0
+        return sampler.to_dict()
+
+    return run_profiled("e2e.bench.sampler", start, report)
 
 
 if __name__ == "__main__":
