@@ -55,7 +55,11 @@ class Flux:
         self._run("source-controller", bin_dir, [
             *common, f"--storage-addr=127.0.0.1:{storage_port}", f"--storage-path={storage}",
             f"--storage-adv-addr=127.0.0.1:{storage_port}"])
-        self._run("kustomize-controller", bin_dir, common)
+        # One Kustomization per test namespace, and a finished test's Kustomization may go on
+        # health-checking for its whole timeout (8 min) while its namespace is deleted. With the
+        # default 4 workers, four of those left no worker for the next test's Kustomization: its
+        # first apply, then nothing (CI: "Flux re-applies the instance" timed out after 180 s).
+        self._run("kustomize-controller", bin_dir, [*common, "--concurrent=16"])
         return self
 
     def _run(self, name: str, bin_dir: Path, args: list[str]) -> None:
