@@ -67,7 +67,7 @@ def _engine_with_rss(args: list[str], env: dict[str, str]) -> tuple[float, int, 
 
 
 def run(report: Report, scales: list[float], repeat: int, workdir: Path, restore: bool = True) -> None:
-    db = LocalMariaDB(workdir / "mariadb").start()
+    db = LocalMariaDB(workdir / "mariadb", host="127.0.0.1").start()  # no pods here: no node bridge needed
     s3 = S3Server(workdir / "s3" / "data").start()
     try:
         bucket = s3.make_bucket()

@@ -54,7 +54,8 @@ class LocalMariaDB:
         log = (self.state_dir / "mariadbd.log").open("ab")
         self.proc = subprocess.Popen(
             [_server_binary(), "--no-defaults", "--user=root", f"--datadir={data}", f"--socket={self.socket}",
-             f"--port={self.port}", f"--bind-address=127.0.0.1,{self.host}", "--skip-name-resolve",
+             f"--port={self.port}", f"--bind-address={','.join(dict.fromkeys(['127.0.0.1', self.host]))}",
+             "--skip-name-resolve",
              f"--pid-file={self.state_dir / 'mysqld.pid'}", "--innodb-flush-log-at-trx-commit=2",
              "--max-connections=500"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
