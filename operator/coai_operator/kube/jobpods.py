@@ -1,5 +1,6 @@
-"""Reading an engine Job through its pods: the engine's result line (termination message, else the
-log tail) and why a pod has not started. Shared by the migration and backup controllers."""
+"""Reading an engine Job through its pods: whether the engine has already exited cleanly, the
+engine's result line (termination message, else the log tail) and why a pod has not started.
+Shared by the migration and backup controllers."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Running a Job step: create its Job once (deterministic name), read its outcome from the Job's
-conditions and the engine's result line (termination message, else the log tail)."""
+conditions, or from its pod once the engine has exited 0, and the engine's result line
+(termination message, else the log tail)."""
 
 from __future__ import annotations
 
