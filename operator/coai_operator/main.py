@@ -13,7 +13,7 @@ import kopf
 
 from coai_operator import constants
 from coai_operator.backup import handlers as _backup_handlers  # noqa: F401  (registers handlers)
-from coai_operator.instance import handlers as _instance_handlers  # noqa: F401  (registers handlers)
+from coai_operator.instance import handlers as _instance_handlers  # registers handlers; its CHILD_RESOURCES
 from coai_operator.metrics import METRICS, STEP_LABEL, serve
 from coai_operator.migration import handlers as _migration_handlers  # noqa: F401  (registers handlers)
 
@@ -46,8 +46,7 @@ class LeanDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
     indexes: the children, Jobs) have no handler that reads the essence: theirs is empty.
     """
 
-    WATCH_ONLY_KINDS = frozenset({"Deployment", "Service", "ConfigMap", "PersistentVolumeClaim",
-                                  "NetworkPolicy", "Job"})
+    WATCH_ONLY_KINDS = frozenset({kind for *_, kind in _instance_handlers.CHILD_RESOURCES} | {"Job"})
 
     def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
         if extra_fields:  # fields of the status or metadata that a handler asked for: the real body
