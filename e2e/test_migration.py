@@ -298,7 +298,8 @@ def test_graceful_manual_rollback_waits_for_the_request_and_exports_first(deploy
 def test_deleting_a_finished_migration_does_not_wait_for_the_operator(deployed: Deployed,
                                                                       operator: OperatorProcess) -> None:
     deployed.kubectl("apply", "-f", "-", input=migration_manifest("quick", "1.9.0", validation={"enabled": False}))
-    assert wait_phase(deployed, "quick", {"Succeeded", "Failed", "RolledBack"})["status"]["phase"] == "Succeeded"
+    status = wait_phase(deployed, "quick", {"Succeeded", "Failed", "RolledBack"})["status"]
+    assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
     wait_for(lambda: not deployed.get("cmig", "quick")["metadata"].get("finalizers"), timeout=30,
              message="no finalizer left on a finished migration")
     operator.stop()

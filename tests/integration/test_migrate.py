@@ -213,7 +213,8 @@ def _set_version(version: str) -> Callable[[DbConfig], None]:
         ("unknown app version", _set_version("3.11.2"), {}, "UnsupportedPath", "not in the compatibility table"),
         ("downgrade", _set_version("2.0.0"), {"target": "1.9.0"}, "UnsupportedPath", "downgrade"),
         ("wrong password", None, {"MYSQL_PASSWORD": "wrong"}, "Error", "Access denied"),
-        ("unreachable host", None, {"MYSQL_PORT": "free"}, "Error", "Can't connect"),
+        ("unreachable host", None, {"MYSQL_PORT": "free", "MYSQL_CONNECT_RETRY_SECONDS": "0"}, "Error",
+         "Can't connect"),
     ],
 )
 def test_refusals_leave_the_database_unchanged(

@@ -8,14 +8,22 @@ reuse the app's env) or from a mounted file (`MYSQL_PASSWORD_FILE`). They reach 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pymysql
 
+log = logging.getLogger(__name__)
+
+# The driver's "no socket", "can't connect" and "lost connection during the handshake": the
+# network or the server is not there yet. Anything else (a wrong password, an unknown database)
+# is an answer, and retrying it would only hide it.
+UNREACHABLE_ERRORS = frozenset({2002, 2003, 2013})
 
 class ConfigError(ValueError):
     """The engine was started without what it needs to reach the database."""
@@ -29,6 +37,8 @@ class DbConfig:
     database: str
     password: str = field(default="", repr=False)
     connect_timeout: int = 10
+    # How long an unreachable server is retried before the error stands (see connect()).
+    connect_retry_seconds: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> DbConfig:
@@ -54,6 +64,7 @@ class DbConfig:
             database=env.get("MYSQL_DB") or env.get("MYSQL_DATABASE") or "chatnio",
             password=password,
             connect_timeout=int(env.get("MYSQL_CONNECT_TIMEOUT", "10")),
+            connect_retry_seconds=_seconds(env, "MYSQL_CONNECT_RETRY_SECONDS", 30.0),
         )
 
     def describe(self) -> str:
@@ -61,17 +72,43 @@ class DbConfig:
         return f"{self.user}@{self.host}:{self.port}/{self.database}"
 
 
-def connect(cfg: DbConfig, *, with_database: bool = True, autocommit: bool = True) -> pymysql.Connection:
-    return pymysql.connect(
-        host=cfg.host,
-        port=cfg.port,
-        user=cfg.user,
-        password=cfg.password,
-        database=cfg.database if with_database else None,
-        connect_timeout=cfg.connect_timeout,
-        autocommit=autocommit,
-        charset="utf8mb4",
-    )
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    try:
+        return max(0.0, float(env.get(name, default)))
+    except ValueError as exc:
+        raise ConfigError(f"{name} is not a number of seconds: {env.get(name)!r}") from exc
+
+
+def connect(cfg: DbConfig, *, with_database: bool = True, autocommit: bool = True,
+            sleep: Callable[[float], None] = time.sleep,
+            clock: Callable[[], float] = time.monotonic) -> pymysql.Connection:
+    """Connect, retrying an unreachable server for cfg.connect_retry_seconds.
+
+    A Job's pod can start before its network is fully there: the Kubernetes NetworkPolicy docs
+    ask pods to tolerate a plugin that programs a new pod late, and one e2e backup pod's first
+    connection to the host timed out where the step before it had connected fine. A database
+    being restarted refuses connections for a few seconds too."""
+    deadline, delay = clock() + cfg.connect_retry_seconds, 0.5
+    while True:
+        try:
+            return pymysql.connect(
+                host=cfg.host,
+                port=cfg.port,
+                user=cfg.user,
+                password=cfg.password,
+                database=cfg.database if with_database else None,
+                connect_timeout=cfg.connect_timeout,
+                autocommit=autocommit,
+                charset="utf8mb4",
+            )
+        except pymysql.err.OperationalError as exc:
+            code = exc.args[0] if exc.args else None
+            if code not in UNREACHABLE_ERRORS or clock() + delay > deadline:
+                raise
+            log.warning("cannot reach the database at %s:%s yet (error %s); retrying in %.1fs",
+                        cfg.host, cfg.port, code, delay)
+            sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def _option_value(value: str) -> str:
