@@ -35,7 +35,7 @@ from coai_operator.engine.archive import FilterError, clear_tree, extract_tar_st
 from coai_operator.engine.artifacts import artifact_reader, stored_digest
 from coai_operator.engine.dbconfig import DbConfig, connect, option_file
 from coai_operator.engine.dbtools import child_env, describe_db_error, find_tool, finish_tool, open_connection
-from coai_operator.engine.fsutil import CHUNK
+from coai_operator.engine.fsutil import CHUNK, widen_pipe
 from coai_operator.engine.manifest import (
     CONFIG,
     DATABASE,
@@ -186,6 +186,7 @@ def load_dump(cfg: DbConfig, tool: str, store: Store, art: Artifact, key: bytes 
                 "--max-allowed-packet=1G", cfg.database]
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err, env=child_env())
         assert proc.stdin is not None
+        widen_pipe(proc.stdin)
         try:
             with artifact_reader(store, art, key, encrypted) as decoded:
                 first = True
