@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 # network or the server is not there yet. Anything else (a wrong password, an unknown database)
 # is an answer, and retrying it would only hide it.
 UNREACHABLE_ERRORS = frozenset({2002, 2003, 2013})
+CONNECT_RETRY_SECONDS = 30.0  # how long an unreachable server is retried before the error stands
+
 
 class ConfigError(ValueError):
     """The engine was started without what it needs to reach the database."""
@@ -37,8 +39,7 @@ class DbConfig:
     database: str
     password: str = field(default="", repr=False)
     connect_timeout: int = 10
-    # How long an unreachable server is retried before the error stands (see connect()).
-    connect_retry_seconds: float = 30.0
+    connect_retry_seconds: float = CONNECT_RETRY_SECONDS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> DbConfig:
@@ -64,7 +65,7 @@ class DbConfig:
             database=env.get("MYSQL_DB") or env.get("MYSQL_DATABASE") or "chatnio",
             password=password,
             connect_timeout=int(env.get("MYSQL_CONNECT_TIMEOUT", "10")),
-            connect_retry_seconds=_seconds(env, "MYSQL_CONNECT_RETRY_SECONDS", 30.0),
+            connect_retry_seconds=_seconds(env, "MYSQL_CONNECT_RETRY_SECONDS", CONNECT_RETRY_SECONDS),
         )
 
     def describe(self) -> str:
