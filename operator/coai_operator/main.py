@@ -15,13 +15,13 @@ from coai_operator import constants
 from coai_operator.backup import handlers as _backup_handlers  # noqa: F401  (registers handlers)
 from coai_operator.instance import handlers as _instance_handlers  # registers handlers; its CHILD_RESOURCES
 from coai_operator.metrics import METRICS, STEP_LABEL, serve
-from coai_operator.migration import handlers as _migration_handlers  # noqa: F401  (registers handlers)
+from coai_operator.migration import handlers as _migration_handlers  # registers handlers; its JOB_POD_SELECTOR
 
 
 class QuietSuccesses(logging.Filter):
-    """Drops kopf's "Timer 'backup' succeeded.", "Handler 'metrics' succeeded." and "Indexer 'x'
+    """Drops kopf's "Timer 'restore' succeeded.", "Handler 'metrics' succeeded." and "Indexer 'x'
     succeeded." lines: one per object per timer tick or watch event (every 2 s for every
-    CoaiBackup; on the bench, 2,421 lines for 100 new instances, with 1,318 of our own reconcile
+    CoaiRestore; on the bench, 2,421 lines for 100 new instances, with 1,318 of our own reconcile
     lines that say what was done). Failures and retries stay, at their levels."""
 
     KINDS = ("Timer '", "Handler '", "Indexer '")
@@ -43,10 +43,10 @@ class LeanDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
     every watched kind, by deep-copying the whole body first, managedFields and status included,
     and then deleting them: a fifth of the operator's CPU at N=500 (docs/benchmarks.md). The same
     essence comes from a body that holds only what is kept. Kinds we only watch (on.event and
-    indexes: the children, Jobs) have no handler that reads the essence: theirs is empty.
+    indexes: the children, Jobs, the Jobs' pods) have no handler that reads the essence: theirs is empty.
     """
 
-    WATCH_ONLY_KINDS = frozenset({kind for *_, kind in _instance_handlers.CHILD_RESOURCES} | {"Job"})
+    WATCH_ONLY_KINDS = frozenset({kind for *_, kind in _instance_handlers.CHILD_RESOURCES} | {"Job", "Pod"})
 
     def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
         if extra_fields:  # fields of the status or metadata that a handler asked for: the real body
@@ -73,6 +73,9 @@ def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any)
     settings.watching.client_timeout = settings.watching.server_timeout + 30
     settings.networking.request_timeout = 60
     settings.batching.error_delays = [1, 2, 5, 10, 30, 60]
+    # Pods are watched only for the engine Jobs' exits (migration/handlers.job_pod_changed): the
+    # apiserver sends only those, not every pod of the cluster.
+    settings.watching.label_selectors["v1", "pods"] = _migration_handlers.JOB_POD_SELECTOR
     logger.info(
         "coai-operator watching %s.%s and %s.%s (%s)",
         constants.INSTANCE_PLURAL,

@@ -100,7 +100,7 @@ def test_no_pod_creation_exec_or_rbac_objects() -> None:
     resources = {r for rule in all_rules() for r in rule["resources"]}
     assert not resources & {"pods/exec", "pods/attach", "pods/portforward", "serviceaccounts/token", "nodes",
                             "roles", "rolebindings", "clusterroles", "clusterrolebindings"}
-    assert granted("pods", all_rules()) == {"list"}
+    assert granted("pods", all_rules()) == {"list", "watch"}  # read only: Job pods' exits and results
 
 
 def test_cluster_scoped_rules_are_read_only() -> None:

@@ -1,11 +1,13 @@
 """kopf handlers for the backup kinds (registered by importing this module). Thin: the
 controller, schedule and restore modules compute the status; here it is written and events posted.
 
-Finished CoaiBackups and CoaiRestores cost nothing: the timers return before any API call.
+Finished CoaiBackups and CoaiRestores cost nothing: a CoaiBackup's daemon runs only while it is
+running (kopf's filter), and the restore timer returns before any API call.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -14,9 +16,12 @@ import kopf
 
 from coai_operator import constants
 from coai_operator.backup import controller, restore, schedule
+from coai_operator.backup.jobs import LABEL_OWNER
 from coai_operator.kube import Kube, KubeError
+from coai_operator.migration.wakeup import BACKUP_WAKEUPS, sleep_or_wake
 
 G, V = constants.GROUP, constants.VERSION
+BACKUP_TICK_SECONDS = 2.0  # the fallback look; the watches wake the daemon sooner
 Reconcile = Callable[[Kube, dict], tuple[dict, list[tuple[str, str, str]]]]
 
 
@@ -46,10 +51,34 @@ def _running(body: kopf.Body) -> bool:
     return (body.get("status") or {}).get("phase") not in controller.TERMINAL
 
 
-@kopf.timer(G, V, "coaibackups", interval=2.0, initial_delay=0, id="backup")
-def backup_tick(body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
-    if _running(body):
-        _write_status(controller.BACKUP_KIND, body, controller.reconcile_backup, logger)
+def _backup_running(body: kopf.Body, **_: Any) -> bool:
+    return _running(body) and not (body.get("metadata") or {}).get("deletionTimestamp")
+
+
+@kopf.daemon(G, V, "coaibackups", id="backup", when=_backup_running, cancellation_timeout=None)
+async def backup_daemon(body: kopf.Body, stopped: kopf.DaemonStopped, logger: logging.Logger, **_: Any) -> None:
+    """One per running CoaiBackup (kopf stops it once the phase is final): a tick every
+    BACKUP_TICK_SECONDS, sooner when its Job or pod changes (BACKUP_WAKEUPS, woken by the Job and
+    pod watches), so a migration's Backup step ends when the engine exits, not on the next tick."""
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    woken = BACKUP_WAKEUPS.register(namespace, name)
+    try:
+        while True:
+            try:
+                await asyncio.to_thread(_write_status, controller.BACKUP_KIND, body, controller.reconcile_backup,
+                                        logger)
+            except kopf.TemporaryError as exc:
+                logger.warning("%s", exc)
+            if await sleep_or_wake(stopped.wait, woken, BACKUP_TICK_SECONDS):
+                return
+    finally:
+        BACKUP_WAKEUPS.forget(namespace, name)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={LABEL_OWNER: kopf.PRESENT}, id="wake-backup")
+async def backup_job_changed(body: kopf.Body, **_: Any) -> None:
+    meta = body.get("metadata") or {}
+    BACKUP_WAKEUPS.wake(meta.get("namespace"), (meta.get("labels") or {}).get(LABEL_OWNER))
 
 
 @kopf.on.delete(G, V, "coaibackups", id="backup-data")

@@ -32,24 +32,56 @@ def parse_result(text: str | None) -> Obj | None:
     return None
 
 
+class PodExits:
+    """The Jobs whose pod the operator's pod watch saw exit 0, before the Job says so: a hint that
+    lets `exited_cleanly` read the pods at once instead of waiting for the Job's `ready: 0`. Only
+    ever makes a step end sooner; the pods read then decide. Bounded: the oldest entries go first."""
+
+    def __init__(self, limit: int = 1024) -> None:
+        self._limit = limit
+        self._jobs: dict[tuple[str, str], None] = {}
+
+    def note(self, pod: Obj) -> bool:
+        """Record the pod's Job when every container of the pod has exited 0; True when it has."""
+        meta = pod.get("metadata") or {}
+        job = (meta.get("labels") or {}).get("job-name")
+        containers = (pod.get("status") or {}).get("containerStatuses") or []
+        if not job or not containers or not all(
+                ((c.get("state") or {}).get("terminated") or {}).get("exitCode") == 0 for c in containers):
+            return False
+        self._jobs[(str(meta.get("namespace")), str(job))] = None
+        while len(self._jobs) > self._limit:
+            del self._jobs[next(iter(self._jobs))]
+        return True
+
+    def __contains__(self, key: tuple[str, str]) -> bool:
+        return key in self._jobs
+
+
+POD_EXITS = PodExits()
+
+
 def job_pods(kube: Kube, namespace: str, job_name: str) -> list[Obj]:
     pods = kube.list("v1", "Pod", namespace, label_selector=f"job-name={job_name}")
     pods.sort(key=lambda p: p["metadata"].get("creationTimestamp", ""), reverse=True)
     return pods
 
 
-def exited_cleanly(kube: Kube, job: Obj) -> list[Obj] | None:
+def exited_cleanly(kube: Kube, job: Obj, exits: PodExits = POD_EXITS) -> list[Obj] | None:
     """The Job's pods when its engine container has already exited 0 but the Job does not say so
     yet, else None.
 
     Measured on the real node: the container exits; the kubelet reports the pod Succeeded 1.1 s
     later, and the Job controller, batching pod events by a second, says Complete a second after
     that. In between, the Job's own update of `status.ready` to 0 (one second after the exit)
-    wakes the migration: reading the pod then ends the step a second earlier, on every Job. A
-    non-zero exit still waits for the Job's Failed condition (its retries and deadline decide).
+    wakes the migration: reading the pod then ends the step a second earlier, on every Job. The
+    operator's pod watch sees the exit about a second before that (`exits`, filled by the
+    `job-pod-exit` handler), so a Job still counted ready is read too once its pod is seen exited.
+    A non-zero exit still waits for the Job's Failed condition (its retries and deadline decide).
     """
     status, meta = job.get("status") or {}, job.get("metadata") or {}
-    if status.get("conditions") or not status.get("active") or status.get("ready"):
+    seen_exited = (str(meta.get("namespace")), str(meta.get("name"))) in exits
+    if status.get("conditions") or not status.get("active") or (status.get("ready") and not seen_exited):
         return None  # finished (the conditions say how), not started, or still running
     pods = job_pods(kube, str(meta.get("namespace")), str(meta.get("name")))
     containers = ((pods[0].get("status") or {}).get("containerStatuses") or []) if pods else []

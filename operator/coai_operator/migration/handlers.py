@@ -23,12 +23,14 @@ from typing import Any
 import kopf
 
 from coai_operator import constants
+from coai_operator.backup.jobs import LABEL_OWNER
 from coai_operator.instance.index import CACHE
 from coai_operator.instance.reconcile import owner_of, reconcile_named
 from coai_operator.kube import Kube, KubeError
+from coai_operator.kube.jobpods import POD_EXITS
 from coai_operator.migration import machine, planner
 from coai_operator.migration.names import LABEL_MIGRATION
-from coai_operator.migration.wakeup import WAKEUPS, sleep_or_wake
+from coai_operator.migration.wakeup import BACKUP_WAKEUPS, WAKEUPS, sleep_or_wake
 
 MIN_DELAY = 0.5  # never spin, whatever the machine says
 IDLE_SECONDS = 60.0  # finished: the filter stops the daemon long before this
@@ -112,6 +114,20 @@ async def job_changed(body: kopf.Body, **_: Any) -> None:
                id="wake-migration")
 async def backup_changed(body: kopf.Body, **_: Any) -> None:
     WAKEUPS.wake_labelled(body)
+
+
+JOB_POD_SELECTOR = f"job-name,{constants.LABEL_MANAGED_BY}={constants.MANAGED_BY}"  # main.py: server-side
+
+
+@kopf.on.event("", "v1", "pods", labels={"job-name": kopf.PRESENT, constants.LABEL_MANAGED_BY: constants.MANAGED_BY},
+               id="job-pod-exit")
+async def job_pod_changed(body: kopf.Body, **_: Any) -> None:
+    """An engine pod exited 0: its Job says so about a second later (kube/jobpods.exited_cleanly);
+    record it and wake the migration, or the CoaiBackup, that waits on that Job now."""
+    if POD_EXITS.note(body):
+        labels = (body.get("metadata") or {}).get("labels") or {}
+        WAKEUPS.wake_labelled(body)
+        BACKUP_WAKEUPS.wake((body.get("metadata") or {}).get("namespace"), labels.get(LABEL_OWNER))
 
 
 def _owned_deployment(body: kopf.Body, **_: Any) -> bool:

@@ -6,7 +6,9 @@ handlers call `WAKEUPS.wake(namespace, migration)` and the daemon's sleep ends a
 look stays as the fallback (a missed event, an operator restart), so a wake-up only ever makes a
 migration faster, never changes what it does.
 
-One asyncio.Event per migration, created by the daemon that waits on it and dropped when it ends.
+One registry per kind that waits (the migrations: WAKEUPS; the running CoaiBackups:
+BACKUP_WAKEUPS). One asyncio.Event per object, created by the daemon that waits on it and dropped
+when it ends.
 Handlers run on kopf's event loop (async handlers), the daemon too: no locking needed. A wake for a
 migration whose daemon is not waiting (finished, or on another operator replica) is a no-op.
 """
@@ -53,6 +55,7 @@ class Wakeups:
 
 
 WAKEUPS = Wakeups()
+BACKUP_WAKEUPS = Wakeups()
 
 
 async def sleep_or_wake(stopped: Callable[[float], Awaitable[Any]], woken: asyncio.Event, seconds: float) -> bool:
