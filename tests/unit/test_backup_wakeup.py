@@ -13,7 +13,7 @@ from coai_operator.kube import jobpods
 from coai_operator.migration import handlers as migration_handlers
 from coai_operator.migration.names import LABEL_MIGRATION
 from coai_operator.migration.wakeup import BACKUP_WAKEUPS, WAKEUPS
-from tests.unit.test_migration_wakeup import Stopped
+from tests.unit.test_migration_wakeup import drive_with_events
 
 
 def engine_pod(exit_code: int | None, labels: dict[str, str]) -> dict[str, Any]:
@@ -61,21 +61,8 @@ def test_the_backup_daemon_ticks_again_as_soon_as_its_job_changes(monkeypatch) -
     monkeypatch.setattr(backup_handlers, "_write_status", lambda *_: ticks.append(time.monotonic()))
     job = {"metadata": {"namespace": "ns", "name": "nightly-1-backup", "labels": {LABEL_OWNER: "nightly-1"}}}
 
-    async def scenario() -> None:
-        stopped = Stopped()
-
-        async def job_events() -> None:
-            while len(ticks) < 3:
-                await asyncio.sleep(0.05)
-                await backup_handlers.backup_job_changed(body=job)
-            stopped.flag.set()  # the phase is final: kopf stops the daemon
-
-        events = asyncio.get_running_loop().create_task(job_events())
-        body = {"metadata": {"namespace": "ns", "name": "nightly-1"}}
-        await asyncio.wait_for(backup_handlers.backup_daemon(body=body, stopped=stopped, logger=None), timeout=20)
-        await events
-
-    asyncio.run(scenario())
+    drive_with_events(backup_handlers.backup_daemon, {"metadata": {"namespace": "ns", "name": "nightly-1"}},
+                      backup_handlers.backup_job_changed, job, ticks)
     assert len(ticks) >= 3
     assert ticks[2] - ticks[0] < 10  # two 30 s looks would take a minute
     assert BACKUP_WAKEUPS.waiting() == set()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 from coai_operator.migration import handlers
 from coai_operator.migration.names import LABEL_MIGRATION
@@ -22,6 +23,25 @@ class Stopped:
         except TimeoutError:
             return False
         return True
+
+
+def drive_with_events(daemon: Callable[..., Awaitable[None]], body: dict, changed: Callable[..., Awaitable[None]],
+                      event: dict, ticks: list[float]) -> None:
+    """Run `daemon` for `body` while `changed(body=event)` fires every 50 ms; stop it after 3 ticks."""
+    async def scenario() -> None:
+        stopped = Stopped()
+
+        async def events() -> None:
+            while len(ticks) < 3:
+                await asyncio.sleep(0.05)
+                await changed(body=event)
+            stopped.flag.set()  # finished: kopf stops the daemon
+
+        task = asyncio.get_running_loop().create_task(events())
+        await asyncio.wait_for(daemon(body=body, stopped=stopped, logger=None), timeout=20)
+        await task
+
+    asyncio.run(scenario())
 
 
 def labelled(namespace: str, migration: str) -> dict:
@@ -99,22 +119,8 @@ def test_the_daemon_ticks_again_as_soon_as_its_job_changes(monkeypatch) -> None:
 
     monkeypatch.setattr(handlers, "advance_once", advance_once)
 
-    async def scenario() -> None:
-        stopped = Stopped()
-        loop = asyncio.get_running_loop()
-
-        async def job_events() -> None:
-            while len(ticks) < 3:
-                await asyncio.sleep(0.05)
-                await handlers.job_changed(body=labelled("ns", "to-2"))
-            stopped.flag.set()  # finished: kopf stops the daemon
-
-        events = loop.create_task(job_events())
-        body = {"metadata": {"namespace": "ns", "name": "to-2"}}
-        await asyncio.wait_for(handlers.migration_daemon(body=body, stopped=stopped, logger=None), timeout=20)
-        await events
-
-    asyncio.run(scenario())
+    drive_with_events(handlers.migration_daemon, {"metadata": {"namespace": "ns", "name": "to-2"}},
+                      handlers.job_changed, labelled("ns", "to-2"), ticks)
     # (A wake that lands after the last tick brings one more look at a finished migration: harmless.)
     assert len(ticks) >= 3
     assert ticks[2] - ticks[0] < 10  # two 30 s looks would take a minute
