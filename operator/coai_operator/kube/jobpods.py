@@ -32,6 +32,13 @@ def parse_result(text: str | None) -> Obj | None:
     return None
 
 
+def all_exited_0(pod: Obj | None) -> bool:
+    """Every container of the pod has exited with code 0 (False before any container status)."""
+    containers = ((pod or {}).get("status") or {}).get("containerStatuses") or []
+    return bool(containers) and all(((c.get("state") or {}).get("terminated") or {}).get("exitCode") == 0
+                                    for c in containers)
+
+
 class PodExits:
     """The Jobs whose pod the operator's pod watch saw exit 0, before the Job says so: a hint that
     lets `exited_cleanly` read the pods at once instead of waiting for the Job's `ready: 0`. Only
@@ -45,9 +52,7 @@ class PodExits:
         """Record the pod's Job when every container of the pod has exited 0; True when it has."""
         meta = pod.get("metadata") or {}
         job = (meta.get("labels") or {}).get("job-name")
-        containers = (pod.get("status") or {}).get("containerStatuses") or []
-        if not job or not containers or not all(
-                ((c.get("state") or {}).get("terminated") or {}).get("exitCode") == 0 for c in containers):
+        if not job or not all_exited_0(pod):
             return False
         self._jobs[(str(meta.get("namespace")), str(job))] = None
         while len(self._jobs) > self._limit:
@@ -84,10 +89,7 @@ def exited_cleanly(kube: Kube, job: Obj, exits: PodExits = POD_EXITS) -> list[Ob
     if status.get("conditions") or not status.get("active") or (status.get("ready") and not seen_exited):
         return None  # finished (the conditions say how), not started, or still running
     pods = job_pods(kube, str(meta.get("namespace")), str(meta.get("name")))
-    containers = ((pods[0].get("status") or {}).get("containerStatuses") or []) if pods else []
-    ok = bool(containers) and all(((c.get("state") or {}).get("terminated") or {}).get("exitCode") == 0
-                                  for c in containers)
-    return pods if ok else None
+    return pods if pods and all_exited_0(pods[0]) else None
 
 
 def job_result(kube: Kube, namespace: str, job_name: str, pods: list[Obj] | None = None) -> Obj | None:

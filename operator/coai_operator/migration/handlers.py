@@ -116,18 +116,19 @@ async def backup_changed(body: kopf.Body, **_: Any) -> None:
     WAKEUPS.wake_labelled(body)
 
 
-JOB_POD_SELECTOR = f"job-name,{constants.LABEL_MANAGED_BY}={constants.MANAGED_BY}"  # main.py: server-side
+# The operator's Job pods: the handler's filter, and the same as a server-side selector (main.py).
+JOB_POD_LABELS = {"job-name": kopf.PRESENT, constants.LABEL_MANAGED_BY: constants.MANAGED_BY}
+JOB_POD_SELECTOR = ",".join(k if v is kopf.PRESENT else f"{k}={v}" for k, v in JOB_POD_LABELS.items())
 
 
-@kopf.on.event("", "v1", "pods", labels={"job-name": kopf.PRESENT, constants.LABEL_MANAGED_BY: constants.MANAGED_BY},
-               id="job-pod-exit")
+@kopf.on.event("", "v1", "pods", labels=JOB_POD_LABELS, id="job-pod-exit")
 async def job_pod_changed(body: kopf.Body, **_: Any) -> None:
     """An engine pod exited 0: its Job says so about a second later (kube/jobpods.exited_cleanly);
     record it and wake the migration, or the CoaiBackup, that waits on that Job now."""
     if POD_EXITS.note(body):
-        labels = (body.get("metadata") or {}).get("labels") or {}
+        meta = body.get("metadata") or {}
         WAKEUPS.wake_labelled(body)
-        BACKUP_WAKEUPS.wake((body.get("metadata") or {}).get("namespace"), labels.get(LABEL_OWNER))
+        BACKUP_WAKEUPS.wake(meta.get("namespace"), (meta.get("labels") or {}).get(LABEL_OWNER))
 
 
 def _owned_deployment(body: kopf.Body, **_: Any) -> bool:
