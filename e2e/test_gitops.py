@@ -218,8 +218,9 @@ def test_status_upgrade_drives_the_children_while_git_self_heals(cluster: Cluste
     def write(*patches: Obj | None) -> None:
         # upgrade_state.write wakes the instance controller in the operator's process; from here a
         # metadata change does (kopf reacts to spec and metadata, not status).
+        # The operator writes this status too (conditions, while Git re-applies): a 409 is rebuilt.
         instance = kube.get(constants.API_VERSION, constants.INSTANCE_KIND, ns, "chat")
-        us.write(kube, instance, us.merge(*(p(instance) for p in patches)), wake=False)
+        us.write_rebuilt(kube, instance, lambda i: us.merge(*(p(i) for p in patches)), wake=False)
         at_1_9.kubectl("annotate", "coai", "chat", "--overwrite", f"e2e.coai.dev/poke={uuid.uuid4().hex[:8]}")
 
     with self_heal(cluster, ns, manifests(at_1_9.db, "1.9.0")) as errors:

@@ -15,6 +15,8 @@ from coai_operator.instance import status as st
 from coai_operator.instance import upgrade as up
 from coai_operator.instance import upgrade_state as us
 from coai_operator.instance.spec import with_defaults
+from coai_operator.kube import KubeError
+from tests.unit.fakekube import FakeKube
 
 Obj = dict[str, Any]
 TABLE = load_bundle().table
@@ -314,6 +316,46 @@ def test_merge_and_write_use_a_resource_version_precondition(monkeypatch: pytest
     assert us.write(kube, body, None) == body and len(kube.calls) == 1 and len(woken) == 1
     us.write(kube, body, patch, wake=False)
     assert len(woken) == 1
+
+
+def test_a_conflicting_write_is_rebuilt_from_a_fresh_read() -> None:
+    """Another writer (the instance controller's conditions) changed the status between our read and
+    our write: the 409 makes write_rebuilt read again and build the patch from what it finds."""
+    kube = FakeKube()
+    read = kube.put({**instance("2.0.0"), "apiVersion": constants.API_VERSION, "kind": constants.INSTANCE_KIND})
+    kube.patch(constants.API_VERSION, constants.INSTANCE_KIND, "ns", "chat",
+               {"status": {"conditions": [{"type": "Ready", "status": "False"}]}}, subresource="status")
+    seen: list[str] = []
+
+    def build(inst: dict[str, Any]) -> dict[str, Any] | None:
+        seen.append(inst["metadata"]["resourceVersion"])
+        return us.hold_maintenance_patch(inst, "m", "upgrading")
+
+    written, changed = us.write_rebuilt(kube, read, build, wake=False)  # type: ignore[arg-type]
+    assert changed and len(seen) == 2 and seen[0] != seen[1]
+    assert written["status"]["upgrade"]["maintenance"] == {"migration": "m", "message": "upgrading"}
+    assert written["status"]["conditions"] == [{"type": "Ready", "status": "False"}]  # the other write kept
+    again, changed = us.write_rebuilt(kube, written, build, wake=False)  # type: ignore[arg-type]
+    assert not changed and again["metadata"]["resourceVersion"] == written["metadata"]["resourceVersion"]
+
+
+def test_conflicts_that_never_end_give_up_with_the_409() -> None:
+    kube = FakeKube()
+    read = kube.put({**instance("2.0.0"), "apiVersion": constants.API_VERSION, "kind": constants.INSTANCE_KIND})
+    kube.fail("patch/status", constants.INSTANCE_KIND, status=409, times=us.WRITE_ATTEMPTS)
+    with pytest.raises(KubeError) as raised:
+        us.write_rebuilt(kube, read, lambda i: us.hold_maintenance_patch(i, "m", "x"), wake=False)  # type: ignore[arg-type]
+    assert raised.value.status == 409
+    assert len(kube.writes("patch/status")) == us.WRITE_ATTEMPTS
+    kube.fail("patch/status", constants.INSTANCE_KIND, status=409)
+
+    def deleted_meanwhile(inst: dict[str, Any]) -> dict[str, Any] | None:
+        kube.objects.clear()
+        return us.hold_maintenance_patch(inst, "m", "x")
+
+    with pytest.raises(KubeError) as gone:
+        us.write_rebuilt(kube, read, deleted_meanwhile, wake=False)  # type: ignore[arg-type]
+    assert gone.value.status == 404 and "ns/chat was deleted" in gone.value.message
 
 
 def test_a_status_written_by_upgrade_state_drives_the_render() -> None:

@@ -12,15 +12,17 @@ controller on spec and metadata changes only, so `write` runs its reconcile righ
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from coai_operator import constants
 from coai_operator.bundles.config_migration import ConfigRules
 from coai_operator.instance import reconcile
-from coai_operator.kube import Kube
+from coai_operator.kube import Kube, KubeError
 
 Obj = dict[str, Any]
+
+WRITE_ATTEMPTS = 3
 
 
 def _upgrade(instance: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -100,3 +102,25 @@ def write(kube: Kube, instance: Mapping[str, Any], patch: Obj | None, *, wake: b
     if wake:
         reconcile.reconcile_named(meta["namespace"], meta["name"], "status.upgrade written", coalesce=True)
     return written
+
+
+def write_rebuilt(kube: Kube, instance: Mapping[str, Any] | None, build: Callable[[Obj], Obj | None], *,
+                  wake: bool = True) -> tuple[Obj, bool]:
+    """`write(build(instance))`; on a 409 read the instance again and rebuild the patch (at most
+    WRITE_ATTEMPTS writes). Returns the instance as last read or written, and whether it changed."""
+    if instance is None:
+        raise KubeError(404, "NotFound", "the CoaiInstance was deleted")
+    namespace, name = instance["metadata"]["namespace"], instance["metadata"]["name"]
+    for attempt in range(WRITE_ATTEMPTS):
+        if instance is None:
+            raise KubeError(404, "NotFound", f"CoaiInstance {namespace}/{name} was deleted")
+        patch = build(dict(instance))
+        if patch is None:
+            return dict(instance), False
+        try:
+            return write(kube, instance, patch, wake=wake), True
+        except KubeError as exc:
+            if exc.status != 409 or attempt == WRITE_ATTEMPTS - 1:
+                raise
+        instance = kube.get(constants.API_VERSION, constants.INSTANCE_KIND, namespace, name)
+    raise AssertionError("unreachable: the last attempt returns or raises")
