@@ -104,23 +104,22 @@ def write(kube: Kube, instance: Mapping[str, Any], patch: Obj | None, *, wake: b
     return written
 
 
-def write_rebuilt(kube: Kube, instance: Mapping[str, Any] | None, build: Callable[[Obj], Obj | None], *,
+def write_rebuilt(kube: Kube, instance: Mapping[str, Any], build: Callable[[Obj], Obj | None], *,
                   wake: bool = True) -> tuple[Obj, bool]:
     """`write(build(instance))`; on a 409 read the instance again and rebuild the patch (at most
     WRITE_ATTEMPTS writes). Returns the instance as last read or written, and whether it changed."""
-    if instance is None:
-        raise KubeError(404, "NotFound", "the CoaiInstance was deleted")
     namespace, name = instance["metadata"]["namespace"], instance["metadata"]["name"]
+    current: Mapping[str, Any] | None = instance
     for attempt in range(WRITE_ATTEMPTS):
-        if instance is None:
+        if current is None:
             raise KubeError(404, "NotFound", f"CoaiInstance {namespace}/{name} was deleted")
-        patch = build(dict(instance))
+        patch = build(dict(current))
         if patch is None:
-            return dict(instance), False
+            return dict(current), False
         try:
-            return write(kube, instance, patch, wake=wake), True
+            return write(kube, current, patch, wake=wake), True
         except KubeError as exc:
             if exc.status != 409 or attempt == WRITE_ATTEMPTS - 1:
                 raise
-        instance = kube.get(constants.API_VERSION, constants.INSTANCE_KIND, namespace, name)
+        current = kube.get(constants.API_VERSION, constants.INSTANCE_KIND, namespace, name)
     raise AssertionError("unreachable: the last attempt returns or raises")
