@@ -12,11 +12,15 @@ from pathlib import Path
 def _run_operator(args: argparse.Namespace) -> int:
     from kopf.cli import main as kopf_main  # kopf's own CLI keeps every option it documents
 
+    from coai_operator.instance.index import NAMESPACES_ENV
+
     argv = ["run", "--standalone", "-m", "coai_operator.main"]
     if args.all_namespaces or not args.namespace:
         argv.append("--all-namespaces")
     for ns in args.namespace or []:
         argv += ["--namespace", ns]
+    # The children's informers (instance/index.py) watch the same namespaces as kopf.
+    os.environ[NAMESPACES_ENV] = "" if args.all_namespaces else ",".join(args.namespace or [])
     if args.liveness:
         argv += ["--liveness", args.liveness]
     if args.verbose:

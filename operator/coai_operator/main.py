@@ -13,7 +13,7 @@ import kopf
 
 from coai_operator import constants
 from coai_operator.backup import handlers as _backup_handlers  # noqa: F401  (registers handlers)
-from coai_operator.instance import handlers as _instance_handlers  # registers handlers; its CHILD_RESOURCES
+from coai_operator.instance import handlers as _instance_handlers  # noqa: F401  (registers handlers)
 from coai_operator.metrics import METRICS, STEP_LABEL, serve
 from coai_operator.migration import handlers as _migration_handlers  # registers handlers; its JOB_POD_SELECTOR
 
@@ -42,11 +42,11 @@ class LeanDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
     kopf computes the essence (spec, labels, annotations) of every object on every event, for
     every watched kind, by deep-copying the whole body first, managedFields and status included,
     and then deleting them: a fifth of the operator's CPU at N=500 (docs/benchmarks.md). The same
-    essence comes from a body that holds only what is kept. Kinds we only watch (on.event and
-    indexes: the children, Jobs, the Jobs' pods) have no handler that reads the essence: theirs is empty.
+    essence comes from a body that holds only what is kept. Kinds kopf only watches (on.event
+    handlers: Jobs, the Jobs' pods) have no handler that reads the essence: theirs is empty.
     """
 
-    WATCH_ONLY_KINDS = frozenset({kind for *_, kind in _instance_handlers.CHILD_RESOURCES} | {"Job", "Pod"})
+    WATCH_ONLY_KINDS = frozenset({"Job", "Pod"})
 
     def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
         if extra_fields:  # fields of the status or metadata that a handler asked for: the real body

@@ -37,8 +37,17 @@ def reconciles(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def event(kind: str, type_: str, body: Obj) -> None:
-    _, on_event = handlers._child_handler(kind)
-    on_event(body=body, type=type_, namespace="ns", name=body["metadata"]["name"])
+    """What the child informers (index.CHILDREN) call; outside the operator HANDOFF runs at once."""
+    handlers.child_listener(kind)(type_, body)
+
+
+def test_every_child_kind_has_the_listener_and_the_rollout_wake() -> None:
+    from coai_operator.instance.index import CHILD_KINDS, CHILDREN
+    from coai_operator.migration import handlers as migration_handlers
+
+    assert set(CHILDREN.listeners) == set(CHILD_KINDS)
+    assert all(CHILDREN.listeners[kind] for kind in CHILD_KINDS)
+    assert migration_handlers.rollout_changed in CHILDREN.listeners["Deployment"]
 
 
 def test_the_pv_controller_binding_a_claim_triggers_nothing(reconciles: list[str]) -> None:
@@ -54,7 +63,7 @@ def test_the_pv_controller_binding_a_claim_triggers_nothing(reconciles: list[str
 
 
 def test_a_hand_edit_of_what_we_own_is_put_back(reconciles: list[str]) -> None:
-    event("PersistentVolumeClaim", "ADDED", pvc("10"))  # listed at start: always looked at
+    event("PersistentVolumeClaim", "ADDED", pvc("10"))  # not our write: always looked at
     edited = pvc("11")
     edited["metadata"]["labels"]["app.kubernetes.io/managed-by"] = "someone-else"
     event("PersistentVolumeClaim", "MODIFIED", edited)

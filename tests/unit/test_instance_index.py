@@ -1,5 +1,5 @@
-"""instance/index.py: reads from kopf's index (a real kopf indexer), with our writes laid over it
-until their echo arrives."""
+"""instance/index.py: reads from the watch caches (the children's informer stores, a real kopf
+indexer for the instances), with our writes laid over them until their echo arrives."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from kopf._core.engines.indexing import OperatorIndexer
 from coai_operator import kube
 from coai_operator.instance import index as ix
 from coai_operator.instance import reconcile as rec
+from coai_operator.kube.informer import Store, trim
 from tests.unit.fakekube import FakeKube
 
 
@@ -22,17 +23,16 @@ def obj(version: str, replicas: int = 1, kind: str = "Deployment") -> dict[str, 
 
 
 @pytest.fixture
-def cache() -> tuple[ix.Cache, OperatorIndexer]:
-    c, deployments = ix.Cache(), OperatorIndexer()
-    c.bind({"Deployment": deployments.index, "CoaiInstance": OperatorIndexer().index})
+def cache() -> tuple[ix.Cache, Store]:
+    c, deployments = ix.Cache(), Store()
+    c.bind("Deployment", deployments.get)
+    c.bind("CoaiInstance", ix.kopf_index_lookup(OperatorIndexer().index))
     return c, deployments
 
 
-def watched(indexer: OperatorIndexer, body: dict[str, Any]) -> None:
-    """What kopf does on a watch event: store the index function's result under the object's key."""
-    meta = body["metadata"]
-    indexer.replace((meta["namespace"], meta["name"], meta["uid"]),
-                    {("Deployment", meta["namespace"], meta["name"]): ix._pack(body, "Deployment")})
+def watched(store: Store, body: dict[str, Any]) -> None:
+    """What the informer does on a watch event."""
+    store.put(trim(body, "apps/v1", "Deployment"))
 
 
 def test_reads_come_from_the_index_without_managed_fields(cache: Any) -> None:
@@ -47,8 +47,8 @@ def test_reads_come_from_the_index_without_managed_fields(cache: Any) -> None:
 def test_the_index_keeps_compact_json_and_every_read_is_a_fresh_copy(cache: Any) -> None:
     c, deployments = cache
     watched(deployments, obj("10"))
-    stored = next(iter(deployments.index[("Deployment", "apps", "chat")]))
-    assert isinstance(stored, bytes) and b"managedFields" not in stored
+    version, stored = deployments._items[("apps", "chat")]
+    assert version == "10" and isinstance(stored, bytes) and b"managedFields" not in stored
     first = c.get("Deployment", "apps", "chat")
     first["spec"]["replicas"] = 99  # a caller editing what it read (render/apply do)
     assert c.get("Deployment", "apps", "chat")["spec"]["replicas"] == 1
@@ -102,27 +102,37 @@ def test_writes_through_kube_reach_the_cache_and_unbound_means_no_cache() -> Non
     assert not c.bound and not c.cached("Deployment")
 
 
-def test_kopf_registers_one_index_per_cached_kind() -> None:
+def test_kopf_watches_no_child_kind_and_indexes_only_the_instances() -> None:
+    """The children are the informers' (index.CHILDREN): a kopf handler or index on one of them
+    would bring kopf's per-object watch machinery back."""
     import kopf
 
     registry = kopf.get_default_registry()
-    ids = {h.id for h in registry._indexing.get_all_handlers()}
-    assert {"coai_instances", "coai_deployments", "coai_services", "coai_configmaps", "coai_pvcs",
-            "coai_netpols"} <= ids
+    plurals = {"deployments", "services", "configmaps", "persistentvolumeclaims", "networkpolicies"}
+    handlers = [*registry._indexing.get_all_handlers(), *registry._watching.get_all_handlers()]
+    assert handlers, "the handlers were not registered: the check below would pass for nothing"
+    assert not [h.id for h in handlers if h.selector.any_name in plurals]
+    assert {h.id for h in registry._indexing.get_all_handlers()} == {"coai_instances"}
 
 
 @pytest.fixture
 def bound_cache(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """The operator's CACHE bound to real kopf indexers, filled from the fake API as a watch would."""
-    indexers = {kind: OperatorIndexer() for kind in ["CoaiInstance", *ix.CHILD_INDEXES]}
-    ix.CACHE.bind({kind: indexer.index for kind, indexer in indexers.items()})
+    """The operator's CACHE bound to informer stores and a real kopf indexer, filled from the fake
+    API as the watches would."""
+    stores = {kind: Store() for kind in ix.CHILD_KINDS}
+    instances = OperatorIndexer()
+    for kind, store in stores.items():
+        ix.CACHE.bind(kind, store.get)
+    ix.CACHE.bind("CoaiInstance", ix.kopf_index_lookup(instances.index))
     monkeypatch.setattr(rec, "_secrets_found", {})
 
     def sync(fake: FakeKube) -> None:
         for (kind, namespace, name), body in fake.objects.items():
-            if kind in indexers:
-                key = (namespace, name) if kind == "CoaiInstance" else (kind, namespace, name)
-                indexers[kind].replace((namespace, name, body["metadata"]["uid"]), {key: ix._pack(body, kind)})
+            if kind in stores:
+                stores[kind].put(trim(body, body["apiVersion"], kind))
+            elif kind == "CoaiInstance":
+                instances.replace((namespace, name, body["metadata"]["uid"]),
+                                  {(namespace, name): ix._pack(body, kind)})
 
     yield sync
     ix.CACHE.unbind()
@@ -145,18 +155,62 @@ def test_a_no_op_drift_check_makes_no_request(bound_cache: Any) -> None:
     assert fake.calls == []  # children, instance and policies from the cache; Secrets checked once
 
 
-def test_startup_binds_an_index_for_every_cached_kind() -> None:
+def test_startup_binds_the_instances_at_once_and_each_child_kind_once_listed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before a kind's informer has listed every namespace, its reads are GETs (not cached)."""
     import asyncio
+    import concurrent.futures
 
     import kopf
 
+    started: dict[str, Any] = {}
+    monkeypatch.setattr(ix.CHILDREN, "start", lambda source, namespaces, synced: started.update(
+        source=source, namespaces=namespaces, synced=synced))
+    monkeypatch.setattr(kube.client, "dedicated_api_client", lambda connections: object())
+    monkeypatch.setenv(ix.NAMESPACES_ENV, "apps, team-b")
     registry = kopf.get_default_registry()
     (bind,) = [h.fn for h in registry._activities.get_all_handlers() if h.id == "bind-watch-cache"]
-    ids = {"coai_instances": OperatorIndexer().index,
-           **{index_id: OperatorIndexer().index for *_, index_id in ix.CHILD_INDEXES.values()}}
-    asyncio.run(bind(**ids, logger=None, memo=None))
+    settings = kopf.OperatorSettings()
+    settings.execution.executor = concurrent.futures.ThreadPoolExecutor(1)
+    asyncio.run(bind(coai_instances=OperatorIndexer().index, settings=settings, logger=None, memo=None))
     try:
-        assert all(ix.CACHE.cached(kind) for kind in ["CoaiInstance", *ix.CHILD_INDEXES])
-        assert ix.CACHE.cached("NetworkPolicy")
+        assert ix.CACHE.cached("CoaiInstance") and not any(ix.CACHE.cached(kind) for kind in ix.CHILD_KINDS)
+        assert started["namespaces"] == ["apps", "team-b"]
+        assert ix.HANDOFF.executor is settings.execution.executor
+        store = Store()
+        started["synced"]("Service", store)
+        assert ix.CACHE.cached("Service") and not ix.CACHE.cached("Deployment")
+        source = started["source"]("v1", "Service")
+        assert source.path("apps") == "/api/v1/namespaces/apps/services"
+        assert source.path(None) == "/api/v1/services"
     finally:
         ix.CACHE.unbind()
+        ix.HANDOFF.executor = ix.HANDOFF.loop = None
+
+
+def test_the_handoff_sends_work_to_kopf_s_pool_and_loop_and_logs_failures(caplog: pytest.LogCaptureFixture) -> None:
+    import asyncio
+    import concurrent.futures
+    import threading
+
+    handoff = ix.Handoff()
+    ran: list[str] = []
+    handoff.to_pool(ran.append, "now")  # outside the operator: at once
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        handoff.executor = pool
+        handoff.to_pool(lambda: ran.append(threading.current_thread().name))
+        handoff.to_pool(lambda: 1 / 0)
+    assert ran[0] == "now" and ran[1] != threading.current_thread().name
+    assert "handler failed" in caplog.text
+
+    async def on_loop() -> None:
+        handoff.loop = asyncio.get_running_loop()
+        done = asyncio.Event()
+        threading.Thread(target=handoff.to_loop, args=(done.set,)).start()
+        await asyncio.wait_for(done.wait(), 10)
+
+    asyncio.run(on_loop())
+
+
+def test_namespaces_come_from_the_cli() -> None:
+    assert ix.watched_namespaces("") is None and ix.watched_namespaces(None) is None
+    assert ix.watched_namespaces("a,b") == ["a", "b"]

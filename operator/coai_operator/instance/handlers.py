@@ -3,8 +3,8 @@
 Triggers:
 - create / update / resume of a CoaiInstance;
 - any event on a child (a Deployment, Service, ConfigMap or NetworkPolicy owned by a CoaiInstance,
-  or one of its kept PVCs), so a child edited or deleted by hand is put back at once and status follows the
-  rollout;
+  or one of its kept PVCs; watched by index.CHILDREN, not kopf), so a child edited or deleted by
+  hand is put back at once and status follows the rollout;
 - one operator-wide loop over a kopf index of all instances: a drift check of every instance each
   COAI_RESYNC_SECONDS (600), and every COAI_RETRY_SECONDS (20) a retry of the instances whose last
   reconcile hit a problem that can heal by itself (a missing Secret, a refused write).
@@ -28,20 +28,15 @@ from typing import Any
 import kopf
 
 from coai_operator import constants
+from coai_operator.instance.index import CHILD_KINDS, CHILDREN, HANDOFF
 from coai_operator.instance.reconcile import Outcome, owner_of, reconcile_named
 from coai_operator.kube import is_own_write_echo
 from coai_operator.kube.echo import forget_object, owned_fields_unchanged
+from coai_operator.kube.informer import Listener, Obj
 
 RETRY_SECONDS = float(os.environ.get("COAI_RETRY_SECONDS", "20"))
 # The drift check is a safety net: child watches already repair hand edits at once.
 RESYNC_SECONDS = float(os.environ.get("COAI_RESYNC_SECONDS", "600"))
-CHILD_RESOURCES = (
-    ("apps", "v1", "deployments", "Deployment"),
-    ("", "v1", "services", "Service"),
-    ("", "v1", "configmaps", "ConfigMap"),
-    ("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim"),
-    ("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy"),
-)
 INSTANCES = (constants.GROUP, constants.VERSION, constants.INSTANCE_PLURAL)
 # Children whose status the instance's status is computed from: every change of theirs counts.
 STATUS_READ = frozenset({"Deployment"})
@@ -75,32 +70,30 @@ def instance_resumed(namespace: str, name: str, **_: Any) -> None:
     _reconcile(namespace, name, "resume")
 
 
-def _child_handler(kind: str) -> tuple[Any, Any]:
-    def is_ours(body: kopf.Body, **_: Any) -> bool:
-        return owner_of(body, kind) is not None
-
-    def on_child_event(body: kopf.Body, type: str | None, namespace: str, name: str, **_: Any) -> None:
-        owner = owner_of(body, kind)
-        if type in ("ADDED", "MODIFIED") and is_own_write_echo(body, kind):
+def child_listener(kind: str) -> Listener:
+    """What a child's watch event (index.CHILDREN) brings: nothing, or a reconcile of its owner in
+    kopf's thread pool. Runs on the informer's thread, so the checks here must stay cheap."""
+    def on_child_event(type_: str, obj: Obj) -> None:
+        meta = obj.get("metadata") or {}
+        owner = owner_of(obj, kind)
+        if type_ in ("ADDED", "MODIFIED") and is_own_write_echo(obj, kind):
             # The write already recorded its fingerprint (kube.remember_own_write).
             return  # the echo of our own write: the reconcile that wrote it already accounted for it
-        if type == "DELETED":
-            forget_object(body, kind)
+        if type_ == "DELETED":
+            forget_object(obj, kind)
         elif kind not in STATUS_READ:
-            unchanged = owned_fields_unchanged(body, kind)  # remembered for the next event either way
-            if unchanged and type == "MODIFIED":
+            unchanged = owned_fields_unchanged(obj, kind)  # remembered for the next event either way
+            if unchanged and type_ == "MODIFIED":
                 return  # e.g. the PV controller binding a claim: nothing we own or read changed
         if owner:
-            _reconcile(namespace, owner, f"{kind} {name} {(type or 'listed').lower()}", coalesce=True)
+            HANDOFF.to_pool(_reconcile, str(meta.get("namespace")), owner,
+                            f"{kind} {meta.get('name')} {type_.lower()}", coalesce=True)
 
-    return is_ours, on_child_event
+    return on_child_event
 
 
-# Filtered by owner reference rather than by label: a child whose managed-by label was edited
-# away must still bring its owner back to fix it.
-for _group, _version, _plural, _kind in CHILD_RESOURCES:
-    _when, _handler = _child_handler(_kind)
-    kopf.on.event(_group, _version, _plural, when=_when, id=f"child-{_plural}")(_handler)
+for _kind in CHILD_KINDS:
+    CHILDREN.listen(_kind, child_listener(_kind))
 
 
 async def _background_loop(index: kopf.Index, logger: logging.Logger) -> None:

@@ -1,12 +1,17 @@
-"""The instance controller's reads from kopf's watch cache instead of GETs.
+"""The instance controller's reads from watch caches instead of GETs.
 
-kopf indexes, filled by the watches the controller runs anyway: every CoaiInstance, and every
-child (Deployment, Service, ConfigMap, PVC, NetworkPolicy) that belongs to one, keyed by (kind, namespace, name)
-and stored without managedFields. kopf fills indexes before any handler runs, and updates them
-before the handlers of each event, so a reconcile sees at least the state that triggered it.
+- CoaiInstances: a kopf index (kopf watches them anyway, for its handlers), keyed (namespace, name).
+- Children (Deployment, Service, ConfigMap, PVC, NetworkPolicy that belong to an instance): the
+  thin informers of kube/informer.py, one list+watch per kind, not kopf: kopf's per-object
+  machinery for those watches cost a third of the operator's memory (docs/benchmarks.md). A kind
+  is read from its informer once every watched namespace has been listed; until then, by GET.
+  Their events reach handlers.py (owners' reconciles) and migration/handlers.py (rollouts) as
+  listeners.
+
+Both keep objects without managedFields, as compact JSON.
 
 The cache lags our own writes by one watch event. Every write through `kube.Kube` (by any
-controller) is therefore laid over it (`CACHE.wrote`) until the index holds that write or a later
+controller) is therefore laid over it (`CACHE.wrote`) until the cache holds that write or a later
 version of the object; a read prefers the newer of the two. Whatever is still stale is caught by
 the API: updates are PUTs with the cached resourceVersion (a 409 makes `kube.apply` GET and
 retry) and creates of an existing object are 409s too. A stale read that finds "nothing to
@@ -18,35 +23,35 @@ Secrets a successful check found.
 
 from __future__ import annotations
 
-import json
+import asyncio
+import logging
+import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
 from typing import Any
 
 import kopf
 
 from coai_operator import constants, kube
+from coai_operator.kube.informer import Informers, Store, pack, trim, unpack
+from coai_operator.kube.watchsource import RestSource
+
+log = logging.getLogger("coai_operator.instance")
 
 Obj = dict[str, Any]
 Key = tuple[str, str, str]  # kind, namespace, name
+Lookup = Callable[[str, str], Obj | None]  # (namespace, name) -> object or None
 OVERLAY_SECONDS = 60.0  # an echo lost to a watch restart must not pin an old write for ever
-
-
-def _trim(body: Mapping[str, Any], kind: str) -> Obj:
-    meta = {k: v for k, v in (body.get("metadata") or {}).items() if k != "managedFields"}
-    return {**{k: v for k, v in body.items() if k != "metadata"}, "metadata": meta, "kind": kind}
+CHILD_KINDS = {"Deployment": "apps/v1", "Service": "v1", "ConfigMap": "v1", "PersistentVolumeClaim": "v1",
+               "NetworkPolicy": "networking.k8s.io/v1"}
+# Set by `coai-operator run` (cli.py) from its --namespace options; unset or empty: all namespaces.
+NAMESPACES_ENV = "COAI_WATCH_NAMESPACES"
 
 
 def _pack(body: Mapping[str, Any], kind: str) -> bytes:
-    """What an index keeps: the trimmed object as compact JSON, a few times smaller than the same
-    object as dicts (tracemalloc: 28 KiB per instance's worth of dicts, docs/benchmarks.md). Each
-    read decodes a fresh copy, so no caller can change what the cache holds."""
-    return json.dumps(_trim(body, kind), separators=(",", ":")).encode()
-
-
-def _unpack(value: Any) -> Obj:
-    return json.loads(value) if isinstance(value, bytes | str) else dict(value)
+    return pack(trim(body, str(body.get("apiVersion") or ""), kind))
 
 
 def _key(obj: Mapping[str, Any]) -> Key:
@@ -55,7 +60,7 @@ def _key(obj: Mapping[str, Any]) -> Key:
 
 
 def _not_older(indexed: Any, written: str) -> bool:
-    """The index holds our write or something after it. kopf batches a burst of events into the
+    """The cache holds our write or something after it. kopf batches a burst of events into the
     last one, so the echo itself may never be indexed; resourceVersions are etcd revisions, which
     grow (a value that is not a number is only compared for equality)."""
     try:
@@ -64,49 +69,52 @@ def _not_older(indexed: Any, written: str) -> bool:
         return indexed == written
 
 
+def kopf_index_lookup(index: Any) -> Lookup:
+    """(namespace, name) lookups in a kopf index keyed that way."""
+    def lookup(namespace: str, name: str) -> Obj | None:
+        for _ in range(3):  # the watch task may update the store while we read it
+            try:
+                values = list(index[(namespace, name)]) if (namespace, name) in index else []
+                return unpack(values[-1]) if values else None
+            except (KeyError, RuntimeError):
+                continue
+        return None
+
+    return lookup
+
+
 class Cache:
-    """The kopf indexes (bound at startup) plus our writes they have not seen yet."""
+    """The watch caches, bound per kind as each becomes usable, plus our writes they have not seen yet."""
 
     def __init__(self) -> None:
-        self._indexes: dict[str, Any] = {}  # kind -> kopf.Index
+        self._lookups: dict[str, Lookup] = {}  # kind -> lookup
         self._overlay: dict[Key, tuple[str, bytes, float]] = {}  # key -> (resourceVersion, packed, when)
         self._lock = threading.Lock()
 
     @property
     def bound(self) -> bool:
-        return bool(self._indexes)
+        """Inside the running operator (a cache is bound); outside it every read is a GET."""
+        return bool(self._lookups)
 
-    def bind(self, indexes: Mapping[str, Any]) -> None:
-        """kind -> kopf.Index; the child indexes are keyed (kind, namespace, name), instances (namespace, name)."""
-        self._indexes = dict(indexes)
+    def bind(self, kind: str, lookup: Lookup) -> None:
+        self._lookups = {**self._lookups, kind: lookup}  # swapped whole: readers in other threads
 
     def unbind(self) -> None:
-        self._indexes = {}
+        self._lookups = {}
         with self._lock:
             self._overlay.clear()
 
     def wrote(self, obj: Mapping[str, Any]) -> None:
         """An object as one of our writes returned it."""
         key, version = _key(obj), (obj.get("metadata") or {}).get("resourceVersion")
-        if key[0] in self._indexes and version:
+        if key[0] in self._lookups and version:
             with self._lock:
                 self._overlay[key] = (str(version), _pack(obj, key[0]), time.monotonic())
-
-    def _indexed(self, key: Key) -> Obj | None:
-        index = self._indexes[key[0]]
-        lookup = key if key[0] != constants.INSTANCE_KIND else key[1:]
-        for _ in range(3):  # the watch thread may update the store while we read it
-            try:
-                values = list(index[lookup]) if lookup in index else []
-                return _unpack(values[-1]) if values else None
-            except (KeyError, RuntimeError):
-                continue
-        return None
 
     def get(self, kind: str, namespace: str, name: str) -> Obj | None:
         """The newest state we know of, None when absent. Only for kinds `cached(kind)` is true."""
         key = (kind, namespace, name)
-        indexed = self._indexed(key)
+        indexed = self._lookups[kind](namespace, name)
         with self._lock:
             written = self._overlay.get(key)
             if written is None:
@@ -116,53 +124,95 @@ class Cache:
             if seen or time.monotonic() - when > OVERLAY_SECONDS:
                 del self._overlay[key]
                 return indexed
-            return _unpack(packed)
+            return unpack(packed)
 
     def cached(self, kind: str) -> bool:
-        return kind in self._indexes
+        return kind in self._lookups
 
 
 CACHE = Cache()
 kube.WRITE_LISTENERS.append(CACHE.wrote)
 
 
-def _owned_child(body: kopf.Body, kind: str) -> bool:
-    from coai_operator.instance.reconcile import owner_of
+def _owned_child(kind: str, obj: Mapping[str, Any]) -> bool:
+    from coai_operator.instance.reconcile import owner_of  # reconcile reads CACHE: imported late
 
-    return owner_of(body, kind) is not None
+    return owner_of(obj, kind) is not None
 
 
-CHILD_INDEXES = {"Deployment": ("apps", "v1", "deployments", "coai_deployments"),
-                 "Service": ("", "v1", "services", "coai_services"),
-                 "ConfigMap": ("", "v1", "configmaps", "coai_configmaps"),
-                 "PersistentVolumeClaim": ("", "v1", "persistentvolumeclaims", "coai_pvcs"),
-                 "NetworkPolicy": ("networking.k8s.io", "v1", "networkpolicies", "coai_netpols")}
+# Filtered by owner reference rather than by label: a child whose managed-by label was edited
+# away must still bring its owner back to fix it.
+CHILDREN = Informers(CHILD_KINDS, accept=_owned_child)
+
+
+class Handoff:
+    """Where listeners, which run on the informers' threads and must not block, send work: the
+    thread pool kopf runs sync handlers in, or kopf's event loop (migration wake-ups live there).
+    Outside the running operator (tests), both run the call at once."""
+
+    def __init__(self) -> None:
+        self.executor: Executor | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def to_pool(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        if self.executor is None:
+            fn(*args, **kwargs)
+            return
+        try:
+            future = self.executor.submit(fn, *args, **kwargs)
+        except RuntimeError:  # the pool is shut down: the operator is stopping
+            log.debug("not handed off: the operator is stopping")
+            return
+        future.add_done_callback(_log_failure)
+
+    def to_loop(self, fn: Callable[..., Any], *args: Any) -> None:
+        if self.loop is None:
+            fn(*args)
+        else:
+            self.loop.call_soon_threadsafe(fn, *args)
+
+
+def _log_failure(future: Any) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.error("a child event's handler failed", exc_info=future.exception())
+
+
+HANDOFF = Handoff()
+
+
+def watched_namespaces(value: str | None) -> list[str] | None:
+    names = [ns.strip() for ns in (value or "").split(",") if ns.strip()]
+    return names or None
 
 
 def _register() -> None:
     # async: kopf runs sync handlers in its thread pool, behind reconciles waiting on the API;
-    # these only copy a dict and must never wait.
+    # this only packs a dict and must never wait.
     @kopf.index(constants.GROUP, constants.VERSION, constants.INSTANCE_PLURAL, id="coai_instances")
-    async def coai_instances(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[tuple[str, str], Obj]:
+    async def coai_instances(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[tuple[str, str], bytes]:
         return {(namespace, name): _pack(body, constants.INSTANCE_KIND)}
 
-    for kind, (group, version, plural, index_id) in CHILD_INDEXES.items():
-        async def child(body: kopf.Body, namespace: str, name: str, _kind: str = kind, **_: Any) -> dict[Key, Obj]:
-            return {(_kind, namespace, name): _pack(body, _kind)}
-
-        def is_ours(body: kopf.Body, _kind: str = kind, **_: Any) -> bool:
-            return _owned_child(body, _kind)
-
-        kopf.index(group, version, plural, id=index_id, when=is_ours)(child)
-
     @kopf.on.startup(id="bind-watch-cache")
-    async def bind_cache(coai_instances: kopf.Index, **indexes: Any) -> None:
-        CACHE.bind({constants.INSTANCE_KIND: coai_instances,
-                    **{kind: indexes[index_id] for kind, (*_, index_id) in CHILD_INDEXES.items()}})
+    async def bind_cache(coai_instances: kopf.Index, settings: kopf.OperatorSettings, **_: Any) -> None:
+        CACHE.bind(constants.INSTANCE_KIND, kopf_index_lookup(coai_instances))
+        HANDOFF.executor, HANDOFF.loop = settings.execution.executor, asyncio.get_running_loop()
+        namespaces = watched_namespaces(os.environ.get(NAMESPACES_ENV))
+        watches = len(CHILD_KINDS) * len(namespaces or [None])
+        watcher = kube.Kube(api=kube.client.dedicated_api_client(watches + 2))
+        seconds = int(os.environ.get("COAI_WATCH_TIMEOUT", "300"))
+
+        def synced(kind: str, store: Store) -> None:
+            CACHE.bind(kind, store.get)
+            log.info("watch cache of %s: %d listed", kind, len(store))
+
+        CHILDREN.start(lambda api_version, kind: RestSource(watcher, api_version, kind, watch_seconds=seconds),
+                       namespaces, synced)
 
     @kopf.on.cleanup(id="unbind-watch-cache")
     async def unbind_cache(**_: Any) -> None:
+        CHILDREN.stop()
         CACHE.unbind()
+        HANDOFF.executor = HANDOFF.loop = None
 
 
 _register()

@@ -60,7 +60,7 @@ class KubeError(Exception):
         self.message = message
 
 
-def _error(exc: ApiException, what: str) -> KubeError:
+def api_error(exc: ApiException, what: str) -> KubeError:
     reason, message = exc.reason or "Error", ""
     try:
         body = json.loads(exc.body or "{}")
@@ -103,19 +103,32 @@ def throttle_auth_refresh(configuration: client.Configuration, seconds: float = 
     configuration.refresh_api_key_hook = throttled
 
 
+def _configuration() -> client.Configuration:
+    """From the in-cluster service account, else $KUBECONFIG / ~/.kube/config."""
+    configuration = client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=configuration)
+    except config.ConfigException:
+        config.load_kube_config(client_configuration=configuration)
+    throttle_auth_refresh(configuration)
+    return configuration
+
+
 def default_api_client() -> client.ApiClient:
-    """An ApiClient from the in-cluster service account, else $KUBECONFIG / ~/.kube/config."""
+    """The ApiClient every request shares (one connection pool)."""
     global _default_client
     with _client_lock:
         if _default_client is None:
-            configuration = client.Configuration()
-            try:
-                config.load_incluster_config(client_configuration=configuration)
-            except config.ConfigException:
-                config.load_kube_config(client_configuration=configuration)
-            throttle_auth_refresh(configuration)
-            _default_client = client.ApiClient(configuration)
+            _default_client = client.ApiClient(_configuration())
         return _default_client
+
+
+def dedicated_api_client(connections: int) -> client.ApiClient:
+    """An ApiClient with its own connection pool, for long-lived watches: each holds a connection
+    for minutes, which must not starve the shared pool the reconciles use."""
+    configuration = _configuration()
+    configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize or 0, connections)
+    return client.ApiClient(configuration)
 
 
 @dataclass
@@ -157,8 +170,9 @@ class Kube:
             parts.append(subresource)
         return "/".join(parts)
 
-    def request(self, method: str, path: str, body: Any = None, *, query: list[tuple[str, str]] | None = None,
-                content_type: str = "application/json") -> Obj:
+    def send(self, method: str, path: str, body: Any = None, *, query: list[tuple[str, str]] | None = None,
+             content_type: str = "application/json", timeout: float | tuple[float, float] | None = None) -> Any:
+        """The response, unread (a watch streams it); counted; transport failures are KubeErrors."""
         is_write = method != "GET"
         if is_write:
             query = [*(query or []), ("fieldManager", self.field_manager)]
@@ -171,10 +185,14 @@ class Kube:
         else:
             self.stats.reads += 1
         try:
-            response = self.api.call_api(method_, url, header_params=headers, body=body,
-                                         _request_timeout=self.timeout)
+            return self.api.call_api(method_, url, header_params=headers, body=body,
+                                     _request_timeout=self.timeout if timeout is None else timeout)
         except (urllib3.exceptions.HTTPError, OSError) as exc:  # timeout, refused, reset: temporary
             raise KubeError(0, "Transport", f"{method} {path}: {exc}") from exc
+
+    def request(self, method: str, path: str, body: Any = None, *, query: list[tuple[str, str]] | None = None,
+                content_type: str = "application/json") -> Obj:
+        response = self.send(method, path, body, query=query, content_type=content_type)
         data = response.read()
         if not 200 <= response.status <= 299:
             raise ApiException(http_resp=response)
@@ -187,14 +205,14 @@ class Kube:
         except ApiException as exc:
             if exc.status == 404:
                 return None
-            raise _error(exc, f"get {kind} {namespace}/{name}") from exc
+            raise api_error(exc, f"get {kind} {namespace}/{name}") from exc
 
     def list(self, api_version: str, kind: str, namespace: str | None, label_selector: str | None = None) -> list[Obj]:
         query = [("labelSelector", label_selector)] if label_selector else None
         try:
             return list(self.request("GET", self.path(api_version, kind, namespace), query=query).get("items", []))
         except ApiException as exc:
-            raise _error(exc, f"list {kind} in {namespace}") from exc
+            raise api_error(exc, f"list {kind} in {namespace}") from exc
 
     def _write(self, method: str, obj_ref: str, path: str, body: Any, content_type: str = "application/json") -> Obj:
         seq = next(_WRITE_SEQUENCE)
@@ -202,7 +220,7 @@ class Kube:
         try:
             written = self.request(method, path, body, content_type=content_type)
         except ApiException as exc:
-            raise _error(exc, f"{method} {obj_ref}") from exc
+            raise api_error(exc, f"{method} {obj_ref}") from exc
         remember_own_write(written)
         if method != "DELETE":
             for listener in WRITE_LISTENERS:

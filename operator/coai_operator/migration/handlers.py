@@ -24,9 +24,10 @@ import kopf
 
 from coai_operator import constants
 from coai_operator.backup.jobs import LABEL_OWNER
-from coai_operator.instance.index import CACHE
+from coai_operator.instance.index import CACHE, CHILDREN, HANDOFF
 from coai_operator.instance.reconcile import owner_of, reconcile_named
 from coai_operator.kube import Kube, KubeError
+from coai_operator.kube.informer import Obj
 from coai_operator.kube.jobpods import POD_EXITS
 from coai_operator.migration import machine, planner
 from coai_operator.migration.names import LABEL_MIGRATION
@@ -103,8 +104,8 @@ async def migration_daemon(body: kopf.Body, stopped: kopf.DaemonStopped, logger:
 
 
 # What a step waits for changes: look now, not at the next tick (migration/wakeup.py). On watches
-# kopf runs anyway (Jobs, CoaiBackups, the instances' Deployments); async, so never queued behind
-# the reconciles in kopf's thread pool.
+# the operator runs anyway (Jobs, CoaiBackups: kopf, async, so never queued behind the reconciles
+# in kopf's thread pool; the instances' Deployments: index.CHILDREN).
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_MIGRATION: kopf.PRESENT}, id="wake-migration")
 async def job_changed(body: kopf.Body, **_: Any) -> None:
     WAKEUPS.wake_labelled(body)
@@ -131,16 +132,21 @@ async def job_pod_changed(body: kopf.Body, **_: Any) -> None:
         BACKUP_WAKEUPS.wake(meta.get("namespace"), (meta.get("labels") or {}).get(LABEL_OWNER))
 
 
-def _owned_deployment(body: kopf.Body, **_: Any) -> bool:
-    return owner_of(body, "Deployment") is not None
+def rollout_changed(type_: str, deployment: Obj) -> None:
+    """An instance's Deployment changed (index.CHILDREN's watch): wake the migration that waits on
+    its rollout. Runs on the informer's thread; the wake-ups live on kopf's event loop."""
+    HANDOFF.to_loop(_wake_rollout, deployment)
 
 
-@kopf.on.event("apps", "v1", "deployments", when=_owned_deployment, id="wake-migration")
-async def rollout_changed(body: kopf.Body, namespace: str, **_: Any) -> None:
+def _wake_rollout(deployment: Obj) -> None:
     if not WAKEUPS.any_waiting():  # the usual case: no migration running, no cache read
         return
-    instance = CACHE.get(constants.INSTANCE_KIND, namespace, str(owner_of(body, "Deployment")))
+    namespace = str((deployment.get("metadata") or {}).get("namespace"))
+    instance = CACHE.get(constants.INSTANCE_KIND, namespace, str(owner_of(deployment, "Deployment")))
     WAKEUPS.wake(namespace, ((instance or {}).get("status") or {}).get("activeMigration"))
+
+
+CHILDREN.listen("Deployment", rollout_changed)
 
 
 def _running(body: kopf.Body, **_: Any) -> bool:
