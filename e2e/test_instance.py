@@ -76,7 +76,10 @@ class Instance:
     def describe(self) -> str:
         """The instance's status and its pods, for a timeout message."""
         pods = self.kubectl("get", "pods", "-o", "wide", check=False).stdout
-        return f"status={json.dumps(self.status())}\npods:\n{pods}"
+        unhealthy = self.kubectl("get", "events", "--field-selector", "reason=Unhealthy", "-o",
+                                 "custom-columns=OBJECT:.involvedObject.name,MESSAGE:.message", check=False).stdout
+        logs = self.kubectl("logs", f"deployment/{self.name}", "--tail=5", check=False).stdout
+        return f"status={json.dumps(self.status())}\npods:\n{pods}\nprobe failures:\n{unhealthy}\nlogs:\n{logs}"
 
     def children(self) -> dict[str, Obj]:
         names = [("deployment", self.name), ("service", self.name), ("configmap", f"{self.name}-env"),
@@ -206,6 +209,9 @@ def test_children_deleted_or_edited_by_hand_are_put_back(minimal: Instance) -> N
     inst.kubectl("delete", "deployment", "coai", "--wait=false")
     wait_for(lambda: (d := inst.get("deployment")) is not None and d["metadata"]["uid"] != old_uid,
              timeout=60, message="Deployment recreated")
+    # Its pod reads the ConfigMap once, when its container starts: tampering with the ConfigMap
+    # before then would race that start (README, "Running CoAI").
+    inst.wait_settled(VERSION, timeout=180)
 
     inst.kubectl("label", "service", "coai", "app.kubernetes.io/managed-by=someone-else", "--overwrite")
     wait_for(lambda: inst.must("service")["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "coai-operator",

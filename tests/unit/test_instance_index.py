@@ -115,6 +115,25 @@ def test_kopf_watches_no_child_kind_and_indexes_only_the_instances() -> None:
     assert {h.id for h in registry._indexing.get_all_handlers()} == {"coai_instances"}
 
 
+def test_the_instance_indexer_remembers_kopf_s_context_for_handed_off_events(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+    import contextvars
+
+    import kopf
+
+    monkeypatch.setattr(ix, "HANDOFF", ix.Handoff())
+    (indexer,) = [h.fn for h in kopf.get_default_registry()._indexing.get_all_handlers()]
+    queue: contextvars.ContextVar[str] = contextvars.ContextVar("queue")
+
+    async def as_kopf_processing_an_object() -> None:
+        queue.set("kopf's event queue")
+        body = {"apiVersion": "coai.io/v1alpha1", "kind": "CoaiInstance", "metadata": {"namespace": "a", "name": "x"}}
+        await indexer(body=body, namespace="a", name="x")
+
+    asyncio.run(as_kopf_processing_an_object())
+    assert ix.HANDOFF.context is not None and ix.HANDOFF.context.run(queue.get) == "kopf's event queue"
+
+
 @pytest.fixture
 def bound_cache(monkeypatch: pytest.MonkeyPatch) -> Any:
     """The operator's CACHE bound to informer stores and a real kopf indexer, filled from the fake
@@ -184,31 +203,51 @@ def test_startup_binds_the_instances_at_once_and_each_child_kind_once_listed(mon
         assert source.path(None) == "/api/v1/services"
     finally:
         ix.CACHE.unbind()
-        ix.HANDOFF.executor = ix.HANDOFF.loop = None
+        ix.HANDOFF.detach()
 
 
-def test_the_handoff_sends_work_to_kopf_s_pool_and_loop_and_logs_failures(caplog: pytest.LogCaptureFixture) -> None:
+def test_the_handoff_sends_work_to_kopf_s_pool_and_loop_in_the_operator_s_context(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """kopf.event finds kopf's event queue in context variables: a handed-off call must see the
+    context remembered from a kopf handler, however many run at once."""
     import asyncio
     import concurrent.futures
+    import contextvars
     import threading
 
+    queue: contextvars.ContextVar[str] = contextvars.ContextVar("queue")
     handoff = ix.Handoff()
     ran: list[str] = []
     handoff.to_pool(ran.append, "now")  # outside the operator: at once
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        handoff.executor = pool
-        handoff.to_pool(lambda: ran.append(threading.current_thread().name))
-        handoff.to_pool(lambda: 1 / 0)
-    assert ran[0] == "now" and ran[1] != threading.current_thread().name
-    assert "handler failed" in caplog.text
+    assert ran == ["now"]
 
     async def on_loop() -> None:
-        handoff.loop = asyncio.get_running_loop()
+        queue.set("kopf's queue")
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            handoff.attach(pool, asyncio.get_running_loop())
+            handoff.remember_context()
+            queue.set("changed later")  # a snapshot, kept once remembered
+            handoff.remember_context()
+            both = threading.Barrier(2, timeout=10)
+
+            def seen() -> None:
+                both.wait()  # two calls inside the attached context at the same time
+                ran.append(queue.get("none"))
+
+            informer = threading.Thread(target=lambda: (handoff.to_pool(seen), handoff.to_pool(seen),
+                                                        handoff.to_pool(lambda: 1 / 0)))
+            informer.start()
+            await asyncio.to_thread(informer.join)
+        # (leaving the pool waited for the calls)
         done = asyncio.Event()
-        threading.Thread(target=handoff.to_loop, args=(done.set,)).start()
+        threading.Thread(target=handoff.to_loop, args=(lambda: (ran.append(queue.get("none")), done.set()),)).start()
         await asyncio.wait_for(done.wait(), 10)
 
     asyncio.run(on_loop())
+    assert ran == ["now", "kopf's queue", "kopf's queue", "kopf's queue"]
+    assert "handler failed" in caplog.text
+    handoff.detach()
+    assert handoff.executor is None and handoff.loop is None and handoff.context is None
 
 
 def test_namespaces_come_from_the_cli() -> None:

@@ -24,6 +24,7 @@ Secrets a successful check found.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
 import threading
@@ -148,18 +149,37 @@ CHILDREN = Informers(CHILD_KINDS, accept=_owned_child)
 class Handoff:
     """Where listeners, which run on the informers' threads and must not block, send work: the
     thread pool kopf runs sync handlers in, or kopf's event loop (migration wake-ups live there).
-    Outside the running operator (tests), both run the call at once."""
+    Outside the running operator (tests), both run the call at once.
+
+    `kopf.event` posts through a queue kopf keeps in context variables, set only while kopf
+    handles an object: handed-off calls run in a copy of a context remembered from there (the
+    CoaiInstance indexer), or their Events would be dropped."""
 
     def __init__(self) -> None:
         self.executor: Executor | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.context: contextvars.Context | None = None
+
+    def attach(self, executor: Executor, loop: asyncio.AbstractEventLoop) -> None:
+        self.executor, self.loop = executor, loop
+
+    def remember_context(self) -> None:
+        if self.context is None:
+            self.context = contextvars.copy_context()
+
+    def detach(self) -> None:
+        self.executor = self.loop = self.context = None
+
+    def _context(self) -> contextvars.Context:
+        # A context can be entered by one thread at a time: each call gets a copy of its own.
+        return self.context.copy() if self.context is not None else contextvars.copy_context()
 
     def to_pool(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         if self.executor is None:
             fn(*args, **kwargs)
             return
         try:
-            future = self.executor.submit(fn, *args, **kwargs)
+            future = self.executor.submit(self._context().run, fn, *args, **kwargs)
         except RuntimeError:  # the pool is shut down: the operator is stopping
             log.debug("not handed off: the operator is stopping")
             return
@@ -169,7 +189,7 @@ class Handoff:
         if self.loop is None:
             fn(*args)
         else:
-            self.loop.call_soon_threadsafe(fn, *args)
+            self.loop.call_soon_threadsafe(fn, *args, context=self._context())
 
 
 def _log_failure(future: Any) -> None:
@@ -190,12 +210,13 @@ def _register() -> None:
     # this only packs a dict and must never wait.
     @kopf.index(constants.GROUP, constants.VERSION, constants.INSTANCE_PLURAL, id="coai_instances")
     async def coai_instances(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[tuple[str, str], bytes]:
+        HANDOFF.remember_context()
         return {(namespace, name): _pack(body, constants.INSTANCE_KIND)}
 
     @kopf.on.startup(id="bind-watch-cache")
     async def bind_cache(coai_instances: kopf.Index, settings: kopf.OperatorSettings, **_: Any) -> None:
         CACHE.bind(constants.INSTANCE_KIND, kopf_index_lookup(coai_instances))
-        HANDOFF.executor, HANDOFF.loop = settings.execution.executor, asyncio.get_running_loop()
+        HANDOFF.attach(settings.execution.executor, asyncio.get_running_loop())
         namespaces = watched_namespaces(os.environ.get(NAMESPACES_ENV))
         watches = len(CHILD_KINDS) * len(namespaces or [None])
         watcher = kube.Kube(api=kube.client.dedicated_api_client(watches + 2))
@@ -212,7 +233,7 @@ def _register() -> None:
     async def unbind_cache(**_: Any) -> None:
         CHILDREN.stop()
         CACHE.unbind()
-        HANDOFF.executor = HANDOFF.loop = None
+        HANDOFF.detach()
 
 
 _register()
