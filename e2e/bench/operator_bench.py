@@ -459,7 +459,7 @@ def report_pair(report: Report, base: RunResult, ours: RunResult, resync: float)
                baseline=b["deployment_available_p50_s"], baseline_name="minimal kopf",
                note="children created and rolled out, before status is written")
     report.add(g, "API requests per instance, create phase", o["create_phase"]["requests"] / n, "requests",
-               baseline=b["create_phase"]["requests"] / n, baseline_name="minimal kopf",
+               baseline=b["create_phase"]["requests"] / n, baseline_name="minimal kopf", target="<= 3",
                note=f"reads {o['create_phase']['reads'] / n:.1f}/{b['create_phase']['reads'] / n:.1f}, "
                     f"writes {o['create_phase']['writes'] / n:.1f}/{b['create_phase']['writes'] / n:.1f} per instance")
     first = ours.reconciles.get("create phase: create")
@@ -469,7 +469,7 @@ def report_pair(report: Report, base: RunResult, ours: RunResult, resync: float)
     drift = ours.reconciles.get("idle: drift-check")
     if drift:
         report.add(g, "requests of a no-op resync (drift check)", drift["reads_mean"] + drift["writes_mean"],
-                   "requests", note=f"{drift['reads_mean']} reads, {drift['writes_total']} writes in "
+                   "requests", target="== 0", note=f"{drift['reads_mean']} reads, {drift['writes_total']} writes in "
                                     f"{drift['reconciles']} resyncs")
     report.add(g, "writes in the quiet window (no-op resyncs)", o["idle"]["writes"], "writes",
                baseline=b["idle"]["writes"], baseline_name="minimal kopf", target="== 0")
@@ -488,9 +488,9 @@ def report_pair(report: Report, base: RunResult, ours: RunResult, resync: float)
     report.add(g, "operator busy after all Ready (event backlog)", o["busy_after_all_ready_s"], "s",
                baseline=b["busy_after_all_ready_s"], baseline_name="minimal kopf")
     report.add(g, "operator CPU time, start → caught up", o["cpu_seconds_until_idle"], "s",
-               baseline=b["cpu_seconds_until_idle"], baseline_name="minimal kopf")
+               baseline=b["cpu_seconds_until_idle"], baseline_name="minimal kopf", target="<= 3")
     report.add(g, "operator peak RSS", o["peak_rss_mib"], "MiB", baseline=b["peak_rss_mib"],
-               baseline_name="minimal kopf")
+               baseline_name="minimal kopf", target="<= 1.3")
 
 
 def run(report: Report, *, sizes: list[int], idle_seconds: float, resync_seconds: float, scale: float,
