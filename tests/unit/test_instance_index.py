@@ -127,7 +127,7 @@ def test_the_instance_indexer_remembers_kopf_s_context_for_handed_off_events(mon
 
     async def as_kopf_processing_an_object() -> None:
         queue.set("kopf's event queue")
-        body = {"apiVersion": "coai.io/v1alpha1", "kind": "CoaiInstance", "metadata": {"namespace": "a", "name": "x"}}
+        body = {"apiVersion": "coai.dev/v1alpha1", "kind": "CoaiInstance", "metadata": {"namespace": "a", "name": "x"}}
         await indexer(body=body, namespace="a", name="x")
 
     asyncio.run(as_kopf_processing_an_object())
