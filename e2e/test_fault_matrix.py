@@ -171,11 +171,13 @@ def kill_in_steps(operator: OperatorProcess, cell: Cell, stop: threading.Event) 
             status = cell.deployed.get("cmig", "m").get("status") or {}
             if status.get("phase") in FINISHED:
                 return
-            step = status.get("currentStep")
-            if step in cell.kill_steps and step not in killed:
+            # Running records, not currentStep: the Backup runs beside the Preflight (steps.runs_beside).
+            running = {s["name"] for s in status.get("steps") or [] if s.get("phase") == "Running"}
+            todo = (running & set(cell.kill_steps)) - killed
+            if todo:
                 with KILL_LOCK:
                     operator.kill()
-                    killed.add(step)
+                    killed.update(todo)
                     operator.start()
         stop.wait(0.2)
 
@@ -226,8 +228,20 @@ def test_fault_matrix(cluster: Cluster, fault_operator: OperatorProcess, mariadb
                 cell.status.update(status)
             return True
 
+        def unfinished() -> list[str]:
+            found = []
+            for cell in cells:
+                assert cell.deployed is not None
+                status = cell.deployed.get("cmig", "m").get("status") or {}
+                if status.get("phase") not in FINISHED:
+                    running = [f"{s['name']}: {s.get('message')}" for s in status.get("steps") or []
+                               if s.get("phase") == "Running"]
+                    found.append(f"{cell.id}: {status.get('phase')} {status.get('message')!r}; running {running}")
+            return found
+
         try:
-            wait_for(finished, timeout=900, interval=2, message="every cell of the fault matrix finished")
+            wait_for(finished, timeout=900, interval=2, message="every cell of the fault matrix finished",
+                     explain=unfinished)
         finally:
             stop.set()
             for t in killers:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import itertools
 
 from tests.unit.migration_world import World
 
@@ -218,8 +219,62 @@ def test_bug5_preflight_reporting_another_version_than_planned_stops_before_any_
     failed = next(c for c in status["conditions"] if c["type"] == "Failed")
     assert failed["reason"] == "VersionMismatch" and "1.7.0" in failed["message"] and "1.8.0" in failed["message"]
     assert "Nothing was changed" in failed["message"]
-    assert world.ran == ["plan"]
+    assert world.ran == ["plan", "backup"]  # the backup ran beside the plan: read-only, nothing migrated
+    backup = next(s for s in status["steps"] if s["name"] == "Backup")
+    assert backup["phase"] == "Skipped" and backup["message"].startswith("not waited for: the database is at 1.7.0")
     assert not world.get("CoaiInstance", "chat")["status"].get("activeMigration")
+
+
+# --- the backup starts beside the preflight (steps.runs_beside) --------------------------------
+
+def test_the_backup_starts_with_the_preflight_and_nothing_after_them_before_both_succeeded() -> None:
+    world = World().setup()
+    world.results["plan"] = "pending"  # its Job never finishes until the test says so
+    world.tick()
+    assert world.steps()["Preflight"] == "Running" and world.steps()["Backup"] == "Running"
+    assert [n for (k, _, n) in world.kube.objects if k == "CoaiBackup"], "the backup was created at once"
+    for _ in range(5):
+        world.settle()
+        world.tick()
+    steps = world.steps()
+    assert steps["Preflight"] == "Running" and steps["Backup"] == "Succeeded" and steps["MaintenanceOn"] == "Pending"
+    assert world.rendered["version"] == "1.8.0" and "maintenance" not in world.rendered
+    del world.results["plan"]
+    status = world.run()
+    assert status["phase"] == "Succeeded", status
+    assert world.ran == ["backup", "plan", "migrate", "validate"]
+
+
+def test_a_backup_failing_beside_the_preflight_fails_the_migration_at_once() -> None:
+    world = World().setup()
+    world.results["plan"] = "pending"
+    world.results["backup"] = {"ok": False, "error": "disk full"}
+    status = world.run()
+    assert status["phase"] == "Failed", status
+    assert "Nothing was changed" in status["message"] and "disk full" in status["message"]
+    preflight = next(s for s in status["steps"] if s["name"] == "Preflight")
+    assert preflight["phase"] == "Skipped" and preflight["message"].startswith("not waited for: Backup failed")
+    assert world.steps()["MaintenanceOn"] == "Pending" and world.rendered["version"] == "1.8.0"
+    assert not world.get("CoaiInstance", "chat")["status"].get("activeMigration")
+
+
+def test_without_a_backup_the_preflight_runs_alone() -> None:
+    world = World().setup(backup={"enabled": False})
+    world.results["plan"] = "pending"
+    for _ in range(3):
+        world.tick()
+        world.settle()
+    assert world.steps()["Preflight"] == "Running" and world.steps()["MaintenanceOn"] == "Pending"
+    assert "maintenance" not in world.rendered
+
+
+def test_only_read_only_steps_run_beside_each_other() -> None:
+    from coai_operator.migration.steps import FORWARD, ROLLBACK, runs_beside
+
+    pairs = [(a.name, b.name) for steps in (FORWARD, ROLLBACK) for a, b in itertools.pairwise(steps)
+             if runs_beside(a.name, b.name)]
+    assert pairs == [("Preflight", "Backup")]
+    assert not runs_beside("Preflight", "MaintenanceOn")  # the next step when the backup is disabled
 
 
 def test_bug5_transport_errors_are_temporary() -> None:
@@ -342,13 +397,13 @@ def test_a_downgrade_is_refused_with_nothing_changed() -> None:
 
 
 def test_a_missing_instance_is_waited_for_then_refused(monkeypatch) -> None:
-    from coai_operator.migration import machine
+    from coai_operator.migration import begin
 
     world = World().setup()
     world.kube.objects.pop(("CoaiInstance", "apps", "chat"))
     world.tick()
     assert world.status()["phase"] == "Pending"
-    monkeypatch.setattr(machine, "INSTANCE_GRACE_SECONDS", -1)
+    monkeypatch.setattr(begin, "INSTANCE_GRACE_SECONDS", -1)
     world.get("CoaiMigration", "to-2")["metadata"]["creationTimestamp"] = "2020-01-01T00:00:00Z"
     status = world.run()
     assert status["phase"] == "Failed" and failed_reason(status) == "InstanceNotFound"

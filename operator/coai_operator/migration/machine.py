@@ -7,21 +7,22 @@ last one stopped; every in-operator step computes its patch from the snapshot, s
 harmless. A migration in a terminal phase is never run again (only a requested rollback moves a
 Succeeded or Failed one).
 
-The steps are declared in steps.py; the lock in lock.py; Job steps in jobsteps.py; in-operator
-steps in opsteps.py. This module is the loop: `tick` is the entry point.
+The steps are declared in steps.py; the start (lock, plan) in begin.py; the lock in lock.py; Job
+steps in jobsteps.py; in-operator steps in opsteps.py. This module is the loop: `tick` is the
+entry point. Two read-only steps may run at once (steps.runs_beside); nothing after them starts
+before both have succeeded.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-import os
 
 from coai_operator import constants
-from coai_operator.bundles import load_bundle
 from coai_operator.conditions import now_rfc3339
 from coai_operator.kube import Kube, KubeError
 from coai_operator.migration import backupstep, planner, testfaults
+from coai_operator.migration.begin import LOCK_RETRY_SECONDS, begin
 from coai_operator.migration.context import Ctx
 from coai_operator.migration.jobsteps import run_job_step
 from coai_operator.migration.lock import acquire_lock, lock_holder, release_lock
@@ -35,14 +36,12 @@ from coai_operator.migration.status import (
     started_steps,
     step_record,
 )
-from coai_operator.migration.steps import STEPS, deadline_seconds
+from coai_operator.migration.steps import STEPS, deadline_seconds, runs_beside
 
 log = logging.getLogger("coai_operator.migration")
 
-LOCK_RETRY_SECONDS = 5.0
 # HTTP statuses worth retrying (0: the request never got an answer: timeout, refused, reset).
 TEMPORARY_STATUSES = frozenset({0, 409, 429, 500, 502, 503, 504})
-INSTANCE_GRACE_SECONDS = float(os.environ.get("COAI_INSTANCE_GRACE_SECONDS", "60"))
 DONE, RUNNING, FAILED = Outcome.DONE, Outcome.RUNNING, Outcome.FAILED
 __all__ = ["STATUS_KEYS", "reconcile", "tick"]
 
@@ -53,6 +52,7 @@ def fail(ctx: Ctx, reason: str, message: str, unchanged: str | None = None, poli
     """A forward step failed: roll back per policy, or stop. `unchanged`: a step that failed before it
     changed anything."""
     policy = policy or (ctx.spec.get("rollback") or {}).get("policy", "Automatic")
+    stop_waiting_beside(ctx, message)
     started = [s for s in started_steps(ctx.status) if s != unchanged]
     todo = planner.rollback_steps(ctx.spec, started, backup_done(ctx.status))
     ctx.event(reason, message, warning=True)
@@ -71,6 +71,16 @@ def fail(ctx: Ctx, reason: str, message: str, unchanged: str | None = None, poli
     else:
         set_phase(ctx, "Failed", reason, f"{message}. rollback.policy is Never: nothing is rolled back.")
         release_lock(ctx)
+
+
+def stop_waiting_beside(ctx: Ctx, why: str) -> None:
+    """A read-only step still running beside the one that failed (steps.runs_beside) is no longer
+    waited for: it changes nothing, and its Job or CoaiBackup finishes on its own."""
+    for record in ctx.status.get("steps") or []:
+        if record.get("phase") == "Running" and STEPS[record["name"]].changes is None and \
+                record["name"] not in planner.ROLLBACK_STEPS:
+            record.update(phase="Skipped", finishedAt=now_rfc3339(),
+                          message=f"not waited for: {why[:300]}; it changes nothing and finishes on its own")
 
 
 def start_rollback(ctx: Ctx, todo: tuple[str, ...], message: str) -> None:
@@ -112,62 +122,81 @@ def step_started_at(ctx: Ctx, name: str) -> str | None:
     return record.get("startedAt") if record else None
 
 
+def run_record(ctx: Ctx, record: Obj, rolling_back: bool) -> tuple[bool, float | None]:
+    """Run one step as far as it goes now. Returns (succeeded: go on to the next, seconds until the
+    next look when not, None when the migration ended)."""
+    name = record["name"]
+    if ctx.deleting and not rolling_back and record.get("phase") != "Running":
+        # Deleted while running: the step that ran has ended; undo what was changed, then let it go.
+        fail(ctx, Reason.DELETION_REQUESTED, f"CoaiMigration {ctx.name} was deleted before {name}",
+             policy="Automatic")
+        return False, 0.0 if ctx.status.get("phase") == "RollingBack" else None
+    if record.get("phase") != "Running":
+        record.update(phase="Running", startedAt=now_rfc3339())
+    ctx.status["currentStep"] = name
+    if not rolling_back:
+        set_phase(ctx, planner.phase_for(name, False), name, f"{name} running")
+    try:
+        outcome = run_step(ctx, name)
+    except KubeError as exc:
+        if exc.status in TEMPORARY_STATUSES:
+            return False, LOCK_RETRY_SECONDS
+        outcome = StepOutcome(FAILED, f"{name}: {exc.message}")
+    if outcome.job:
+        record["job"] = outcome.job
+    record["message"] = outcome.message[:1000]
+    if outcome.state == RUNNING:
+        return False, RUNNING_DELAY
+    record["finishedAt"] = now_rfc3339()
+    if outcome.state == FAILED:
+        record["phase"] = "Failed"
+        if rolling_back:
+            ctx.status["completedAt"] = now_rfc3339()
+            set_phase(ctx, "Failed", "RollbackFailed",
+                      f"rollback failed at {name}: {outcome.message}. {backupstep.whereabouts(ctx.status)}; "
+                      f"the lock on {ctx.instance_name} is kept until this migration is deleted.")
+            ctx.event("RollbackFailed", ctx.status["message"], warning=True)
+            return False, None
+        fail(ctx, outcome.reason or f"{name}Failed", f"{name} failed: {outcome.message}",
+             unchanged=None if outcome.changed else name)
+        return False, 1.0 if ctx.status.get("phase") == "RollingBack" else None
+    if name == planner.PREFLIGHT and outcome.data.get("current") and \
+            str(outcome.data["current"]) != ctx.status.get("fromVersion"):
+        record["phase"] = "Failed"
+        fail(ctx, Reason.VERSION_MISMATCH,
+             f"the database is at {outcome.data['current']}, but CoaiInstance {ctx.instance_name} reports "
+             f"{ctx.status.get('fromVersion')} (the plan's fromVersion); fix status.schemaVersion or the "
+             "database before migrating")
+        return False, None
+    record["phase"] = "Succeeded"
+    ctx.event(f"{name}Succeeded", outcome.message[:1000])
+    if name == planner.BACKUP:  # the CoaiBackup the rollback restores (migration/backupstep.py)
+        ctx.status["backup"] = {k: outcome.data[k] for k in ("name", "location", "artifacts", "rowCounts",
+                                                              "completedAt") if k in outcome.data}
+    return True, None
+
+
+RUNNING_DELAY = 2.0  # a Job, backup or rollout step in progress: its watch wakes the machine sooner
+
+
 def advance(ctx: Ctx) -> float | None:
     """Run steps until one has to wait. Returns seconds until the next look, None when finished."""
     rolling_back = ctx.status.get("phase") == "RollingBack"
-    for record in ctx.status.get("steps") or []:
+    records = [r for r in ctx.status.get("steps") or [] if rolling_back == (r["name"] in planner.ROLLBACK_STEPS)]
+    for index, record in enumerate(records):
         if record.get("phase") in ("Succeeded", "Skipped"):
             continue
-        if rolling_back != (record["name"] in planner.ROLLBACK_STEPS):
+        went_on, delay = run_record(ctx, record, rolling_back)
+        if went_on:
             continue
-        name = record["name"]
-        if ctx.deleting and not rolling_back and record.get("phase") != "Running":
-            # Deleted while running: the step that ran has ended; undo what was changed, then let it go.
-            fail(ctx, Reason.DELETION_REQUESTED, f"CoaiMigration {ctx.name} was deleted before {name}",
-                 policy="Automatic")
-            return 0.0 if ctx.status.get("phase") == "RollingBack" else None
-        if record.get("phase") != "Running":
-            record.update(phase="Running", startedAt=now_rfc3339())
-        ctx.status["currentStep"] = name
-        if not rolling_back:
-            set_phase(ctx, planner.phase_for(name, False), name, f"{name} running")
-        try:
-            outcome = run_step(ctx, name)
-        except KubeError as exc:
-            if exc.status in TEMPORARY_STATUSES:
-                return LOCK_RETRY_SECONDS
-            outcome = StepOutcome(FAILED, f"{name}: {exc.message}")
-        if outcome.job:
-            record["job"] = outcome.job
-        record["message"] = outcome.message[:1000]
-        if outcome.state == RUNNING:
-            return 2.0
-        record["finishedAt"] = now_rfc3339()
-        if outcome.state == FAILED:
-            record["phase"] = "Failed"
-            if rolling_back:
-                ctx.status["completedAt"] = now_rfc3339()
-                set_phase(ctx, "Failed", "RollbackFailed",
-                          f"rollback failed at {name}: {outcome.message}. {backupstep.whereabouts(ctx.status)}; "
-                          f"the lock on {ctx.instance_name} is kept until this migration is deleted.")
-                ctx.event("RollbackFailed", ctx.status["message"], warning=True)
-                return None
-            fail(ctx, outcome.reason or f"{name}Failed", f"{name} failed: {outcome.message}",
-                 unchanged=None if outcome.changed else name)
-            return 1.0 if ctx.status.get("phase") == "RollingBack" else None
-        if name == planner.PREFLIGHT and outcome.data.get("current") and \
-                str(outcome.data["current"]) != ctx.status.get("fromVersion"):
-            record["phase"] = "Failed"
-            fail(ctx, Reason.VERSION_MISMATCH,
-                 f"the database is at {outcome.data['current']}, but CoaiInstance {ctx.instance_name} reports "
-                 f"{ctx.status.get('fromVersion')} (the plan's fromVersion); fix status.schemaVersion or the "
-                 "database before migrating")
-            return None
-        record["phase"] = "Succeeded"
-        ctx.event(f"{name}Succeeded", outcome.message[:1000])
-        if name == planner.BACKUP:  # the CoaiBackup the rollback restores (migration/backupstep.py)
-            ctx.status["backup"] = {k: outcome.data[k] for k in ("name", "location", "artifacts", "rowCounts",
-                                                                  "completedAt") if k in outcome.data}
+        following = records[index + 1] if index + 1 < len(records) else None
+        if following is None or record.get("phase") != "Running" or ctx.deleting or \
+                following.get("phase") not in ("Pending", "Running") or \
+                not runs_beside(record["name"], following["name"]):
+            return delay
+        # The next step runs beside this one; whatever it does, the steps after both wait for both.
+        went_on, delay = run_record(ctx, following, rolling_back)
+        return RUNNING_DELAY if went_on else delay
     # Every step of this direction is done.
     ctx.status["completedAt"] = now_rfc3339()
     ctx.status.pop("currentStep", None)
@@ -181,71 +210,6 @@ def advance(ctx: Ctx) -> float | None:
         release_lock(ctx, schema_version=ctx.status.get("toVersion"))
     ctx.event(ctx.status["phase"], ctx.status["message"])
     return None
-
-
-def grace_expired(ctx: Ctx, reason: str) -> bool:
-    """A missing instance is given a short grace (it may be applied in the same sync); an instance
-    that is still starting or changing version is waited for as long as it takes."""
-    if reason != "InstanceNotFound":
-        return False
-    created = ctx.migration["metadata"].get("creationTimestamp")
-    return not created or seconds_since(created) > INSTANCE_GRACE_SECONDS
-
-
-def wait_for_lock(ctx: Ctx, holder: str) -> float:
-    message = (f"CoaiInstance {ctx.instance_name} is being migrated by {holder}; this migration starts when "
-               "that one ends")
-    if ctx.status.get("message") != message:
-        ctx.event("WaitingForLock", message)
-    set_phase(ctx, "Pending", "WaitingForLock", message)
-    return LOCK_RETRY_SECONDS
-
-
-def begin(ctx: Ctx) -> float | None:
-    """Wait for the lock to be free, plan, take the lock, lay out the steps."""
-    if ctx.deleting:
-        ctx.status.update(startedAt=ctx.status.get("startedAt") or now_rfc3339(), completedAt=now_rfc3339())
-        set_phase(ctx, "Failed", Reason.DELETION_REQUESTED, "deleted before it started. Nothing was changed.")
-        return None
-    holder = lock_holder(ctx.instance)
-    if holder and holder != ctx.name and \
-            ctx.kube.get(constants.API_VERSION, constants.MIGRATION_KIND, ctx.namespace, holder) is not None:
-        # Planning against an instance another migration is changing would plan from a stale version.
-        return wait_for_lock(ctx, holder)
-    table = load_bundle().table
-    try:
-        plan = planner.plan_migration(ctx.spec, ctx.instance, table, ctx.instance_name)
-    except planner.PlanRefused as exc:
-        if exc.reason in planner.TRANSIENT_REFUSALS and not grace_expired(ctx, exc.reason):
-            # GitOps applies an instance and its migration together: wait for the instance to settle.
-            if ctx.status.get("message") != str(exc):
-                ctx.event("WaitingForInstance", str(exc))
-            set_phase(ctx, "Pending", "WaitingForInstance", str(exc))
-            return LOCK_RETRY_SECONDS
-        ctx.status.update(startedAt=ctx.status.get("startedAt") or now_rfc3339(), completedAt=now_rfc3339())
-        set_phase(ctx, "Failed", exc.reason, f"refused: {exc}. Nothing was changed.")
-        ctx.event(exc.reason, str(exc), warning=True)
-        return None
-    ctx.status.update(fromVersion=plan.from_version, toVersion=plan.to_version, path=list(plan.path))
-    if ctx.spec.get("dryRun"):
-        ctx.status.update(startedAt=now_rfc3339(), completedAt=now_rfc3339(),
-                          steps=[{"name": s, "phase": "Skipped"} for s in plan.steps])
-        checks = ", ".join(plan.checks) or "none"
-        warnings = f"; warnings: {'; '.join(plan.warnings)}" if plan.warnings else ""
-        set_phase(ctx, "Succeeded", "DryRun",
-                  f"dry run: {plan.from_version} -> {plan.to_version} via {', '.join(plan.path)}; steps: "
-                  f"{', '.join(plan.steps)}; checks: {checks}{warnings}. Nothing was changed.")
-        ctx.event("DryRun", ctx.status["message"])
-        return None
-    holder = acquire_lock(ctx)
-    if holder is not None:
-        return wait_for_lock(ctx, holder)
-    ctx.status.update(startedAt=now_rfc3339(), steps=[{"name": s, "phase": "Pending"} for s in plan.steps])
-    for warning in plan.warnings:
-        ctx.event("PlanWarning", warning, warning=True)
-    ctx.event("Planned", f"{plan.from_version} -> {plan.to_version} via {', '.join(plan.path)}")
-    set_phase(ctx, "Planning", "Planned", f"planned {plan.from_version} -> {plan.to_version}")
-    return 0.0
 
 
 def reconcile(kube: Kube, migration: Obj, wake: bool = True) -> tuple[Obj, list[tuple[str, str, str]], float | None]:

@@ -94,6 +94,9 @@ class Step:
     undone_by: StepName | None = None
     # Rollback: runs when needed(spec, need).
     needed: Callable[[RollbackNeed], bool] | None = field(default=None)
+    # Read-only, and the next step too: that one starts while this one runs (no pod start waited for
+    # in between). A step after both starts when both have succeeded.
+    overlaps_next: bool = False
 
     @property
     def runs_job(self) -> bool:
@@ -170,8 +173,10 @@ def _validate_summary(result: Obj) -> str:
 ROLLOUT_DEADLINE = int(os.environ.get("COAI_ROLLOUT_TIMEOUT_SECONDS", "900"))
 
 FORWARD: tuple[Step, ...] = (
+    # The backup, read-only too, starts beside it: the plan is a pod start and a second, the backup
+    # far longer. A plan that fails has cost a backup that finishes on its own, nothing else.
     Step(StepName.PREFLIGHT, Phase.PLANNING, 600, _plan_summary, slug="plan",
-         args=_preflight_args, volumes=("bundle",)),
+         args=_preflight_args, volumes=("bundle",), overlaps_next=True),
     Step(StepName.BACKUP, Phase.BACKING_UP, 3600, action=backupstep.backup_step,
          enabled=lambda spec: _enabled(spec.get("backup"), True)),
     Step(StepName.MAINTENANCE_ON, Phase.MIGRATING, 600, action=opsteps.maintenance_on,
@@ -207,6 +212,14 @@ ROLLBACK: tuple[Step, ...] = (
 )
 
 STEPS: dict[str, Step] = {s.name: s for s in (*FORWARD, *ROLLBACK)}
+
+
+def runs_beside(running: str, following: str) -> bool:
+    """May `following` start while `running` still runs? Only two read-only steps, the first one
+    declaring it."""
+    first, second = STEPS[running], STEPS[following]
+    return first.overlaps_next and first.changes is None and second.changes is None and \
+        second.needed is None and first.needed is None
 ROLLBACK_STEPS = tuple(s.name for s in ROLLBACK)
 JOB_STEPS = tuple(s.name for s in STEPS.values() if s.runs_job)
 
