@@ -42,6 +42,7 @@ log = logging.getLogger("coai_operator.migration")
 
 # HTTP statuses worth retrying (0: the request never got an answer: timeout, refused, reset).
 TEMPORARY_STATUSES = frozenset({0, 409, 429, 500, 502, 503, 504})
+RUNNING_DELAY = 2.0  # a Job, backup or rollout step in progress: its watch wakes the machine sooner
 DONE, RUNNING, FAILED = Outcome.DONE, Outcome.RUNNING, Outcome.FAILED
 __all__ = ["STATUS_KEYS", "reconcile", "tick"]
 
@@ -174,9 +175,6 @@ def run_record(ctx: Ctx, record: Obj, rolling_back: bool) -> tuple[bool, float |
         ctx.status["backup"] = {k: outcome.data[k] for k in ("name", "location", "artifacts", "rowCounts",
                                                               "completedAt") if k in outcome.data}
     return True, None
-
-
-RUNNING_DELAY = 2.0  # a Job, backup or rollout step in progress: its watch wakes the machine sooner
 
 
 def advance(ctx: Ctx) -> float | None:
