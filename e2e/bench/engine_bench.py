@@ -177,7 +177,7 @@ class Bench:
 
     def start(self) -> None:
         log(f"engine: starting a private MariaDB in {self.work}")
-        self.db = LocalMariaDB(self.work / "mariadb").start()
+        self.db = LocalMariaDB(self.work / "mariadb", host="127.0.0.1").start()  # no pods here: no node bridge needed
         with self.db.admin() as conn, conn.cursor() as cur:
             # A production-like buffer pool, so the quick scale is not measuring the 128 MiB default.
             cur.execute("SET GLOBAL innodb_buffer_pool_size = 2147483648")

@@ -148,3 +148,29 @@ def test_rows_already_in_the_new_layout_are_left_alone(db_config: DbConfig, db_e
     undo = run_engine(db_env, "migrate-storage", "--storage", str(storage), "--undo")
     assert undo.returncode == 0, undo.stderr
     assert (storage / "uploads" / f"{digest}.txt").exists()  # still referenced by its 2.0 row
+
+
+def test_a_row_changed_during_its_batch_keeps_the_new_value(db_config: DbConfig, storage: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The app may write a row while its batch copies: the batch's update must not overwrite it."""
+    from coai_operator.domain.errors import MigrationError
+    from coai_operator.engine import storage as storage_engine
+    from coai_operator.engine.dbtools import open_connection
+
+    commit_files = storage_engine.Staged.commit_files
+
+    def app_writes_then_commit(staged: storage_engine.Staged) -> None:
+        query(db_config, "UPDATE files SET file_path = 'renamed by the app.txt' WHERE id = 2")
+        commit_files(staged)
+
+    monkeypatch.setattr(storage_engine.Staged, "commit_files", app_writes_then_commit)
+    conn = open_connection(db_config, MigrationError)
+    try:
+        result = storage_engine.migrate_storage(conn, db_config.database, storage,
+                                                storage_engine.files_id_type(conn, db_config.database), 200)
+    finally:
+        conn.close()
+    rows = _rows(db_config)
+    assert rows[2] == "renamed by the app.txt"
+    assert rows[1].startswith("uploads/") and rows[3].startswith("uploads/")
+    assert result["migrated"] == len(FILES) - 1

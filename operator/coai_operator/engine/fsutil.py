@@ -1,4 +1,4 @@
-"""Small file helpers: atomic writes, hashing while streaming, directory fsync, syncfs.
+"""Small file helpers: atomic writes, hashing while streaming, fsync of files and directories.
 
 A backup is only trusted once its manifest exists, so every artifact is written to a temporary
 name in the same directory and renamed into place when complete (rename is atomic on POSIX).
@@ -31,31 +31,30 @@ def widen_pipe(stream: BinaryIO) -> None:
         fcntl.fcntl(stream.fileno(), fcntl.F_SETPIPE_SZ, CHUNK)
 
 
-def syncfs(path: Path) -> None:
-    """Flush every written file of the filesystem holding directory `path` in one call (syncfs(2);
-    os.sync() where libc has none): one durability pass for a batch instead of an fsync per file."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        if _LIBC is None or _LIBC.syncfs(fd) != 0:
-            os.sync()
-    finally:
-        os.close(fd)
+def start_writeback(fd: int) -> None:
+    """Start writing a file's dirty pages to disk now, without waiting (Linux sync_file_range(2)
+    with SYNC_FILE_RANGE_WRITE; a no-op elsewhere). The fsync that makes the file durable later
+    then finds its pages written or in flight, so a batch of files costs about one journal commit
+    instead of one each, and, unlike syncfs(2), nobody else's dirty data is waited for."""
+    if _SYNC_FILE_RANGE is not None:
+        _SYNC_FILE_RANGE(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
 
 
-try:
-    _LIBC: Any = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    _LIBC.syncfs.argtypes = [ctypes.c_int]
-except (OSError, AttributeError):
-    _LIBC = None
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename inside `path` durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+def fsync_path(path: Path) -> None:
+    """Make a file's content, or a rename inside a directory, durable."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+_SYNC_FILE_RANGE_WRITE = 2
+try:
+    _SYNC_FILE_RANGE: Any = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).sync_file_range
+    _SYNC_FILE_RANGE.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+except (OSError, AttributeError):
+    _SYNC_FILE_RANGE = None
 
 
 @contextlib.contextmanager
@@ -70,7 +69,7 @@ def atomic_output(path: Path) -> Iterator[BinaryIO]:
             os.fsync(out.fileno())
         os.chmod(tmp, 0o640)
         tmp.replace(path)
-        fsync_dir(path.parent)
+        fsync_path(path.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -11,13 +11,14 @@ Why the CONTENT hash, not the seed script's hash of the file NAME: two users upl
 collide when the bytes are identical, in which case sharing one copy is correct.
 
 Crash safety / resumability:
-- a batch's copies are written to `temp/.coai-migrate-*.tmp`, made durable together (one
-  syncfs(2) of the storage filesystem instead of an fsync per file), then renamed to their final
+- a batch's copies are written to `temp/.coai-migrate-*.tmp` (each one's writeback started as
+  soon as it is written), fsynced together at the end of the batch, then renamed to their final
   names and the directory fsynced, so a final name always holds complete content; an existing
-  final name is simply reused;
+  final name is simply reused. Not syncfs(2): that waits for every dirty page of the filesystem,
+  other programs' too, so its time would depend on everyone else's writes;
 - per batch, after the copies: one transaction inserts the mapping rows into
   `storage_migration_map(file_id PK, old_path, new_path, sha256, migrated_at)` and updates
-  `files.file_path` with parameterized SQL (guarded by `AND file_path = <old>`);
+  `files.file_path` from it in one parameterized statement (guarded by `file_path = old_path`);
 - rows whose path already equals their mapping's new_path are skipped; a crash anywhere is
   fixed by running the command again.
 The mapping lives in the database (so it is part of later backups and changes atomically with
@@ -47,7 +48,7 @@ from coai_operator.engine import testhooks
 from coai_operator.engine.archive import walk_tree
 from coai_operator.engine.dbconfig import DbConfig
 from coai_operator.engine.dbtools import open_connection
-from coai_operator.engine.fsutil import CHUNK, fsync_dir, syncfs
+from coai_operator.engine.fsutil import CHUNK, fsync_path, start_writeback
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +146,7 @@ class Staged:
     """One batch's copies: written to temp/, made durable together, then renamed into uploads/."""
 
     root: Path
-    files: list[tuple[Path, Path]] = field(default_factory=list)  # (temp file, final path)
+    files: dict[Path, Path] = field(default_factory=dict)  # final path -> temp file
 
     def copy(self, source: Path, ext: str) -> tuple[str, str, bool]:
         """Copy `source` to a temp file; returns (sha256, final relative path, new content?)."""
@@ -157,31 +158,34 @@ class Staged:
                 while chunk := src.read(CHUNK):
                     digest.update(chunk)
                     out.write(chunk)
+                out.flush()
+                start_writeback(out.fileno())
             os.chmod(tmp, stat.S_IMODE(source.stat().st_mode))
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
         rel = f"uploads/{digest.hexdigest()}{ext}"
         target = self.root / rel
-        if target.is_file() or any(final == target for _, final in self.files):
+        if target in self.files or target.is_file():
             tmp.unlink()
             return digest.hexdigest(), rel, False
-        self.files.append((tmp, target))
+        self.files[target] = tmp
         return digest.hexdigest(), rel, True
 
     def commit_files(self) -> None:
-        """Durable content first (one syncfs), then the renames, then the directory: a final name
-        only ever holds complete content, and the renames are durable before the database commit."""
+        """Durable content first, then the renames, then the directory: a final name only ever
+        holds complete content, and the renames are durable before the database commit."""
         if not self.files:
             return
-        syncfs(self.root)
-        for tmp, target in self.files:
+        for tmp in self.files.values():
+            fsync_path(tmp)
+        for target, tmp in self.files.items():
             tmp.replace(target)
-        fsync_dir(self.root / "uploads")
+        fsync_path(self.root / "uploads")
         self.files.clear()
 
     def discard(self) -> None:
-        for tmp, _ in self.files:
+        for tmp in self.files.values():
             tmp.unlink(missing_ok=True)
         self.files.clear()
 
@@ -306,9 +310,12 @@ def migrate_storage(conn: pymysql.Connection, schema: str, root: Path, id_type: 
                     " sha256 = VALUES(sha256), migrated_at = CURRENT_TIMESTAMP",
                     [(fid, old, new, digest) for fid, old, new, digest in pending],
                 )
-                cur.executemany(
-                    f"UPDATE {FILES} SET file_path = %s WHERE id = %s AND file_path = %s",
-                    [(new, fid, old) for fid, old, new, _ in pending],
+                # One statement for the batch (executemany sends an UPDATE per row); the join's
+                # `file_path = old_path` is the guard against a row changed since it was read.
+                cur.execute(
+                    f"UPDATE {FILES} f JOIN {MAP_TABLE} m ON m.file_id = f.id AND f.file_path = m.old_path"
+                    f" SET f.file_path = m.new_path WHERE m.file_id IN ({', '.join(['%s'] * len(pending))})",
+                    [fid for fid, _, _, _ in pending],
                 )
                 report.counts["migrated"] += cur.rowcount
             conn.commit()
