@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from kubernetes import client
+from kubernetes.client.rest import ApiException
 
 from coai_operator.instance.render import APP_UID
 from e2e.bench.common import PYTHON, Report, log, run_timed
@@ -73,6 +74,20 @@ class JobTimeline:
         jobs = sorted(self.watches["job created"].first.items(), key=lambda kv: kv[1])
         return {job: {m: round(w.first[job] - t0, 2) for m, w in self.watches.items() if job in w.first}
                 for job, _ in jobs}
+
+
+def step_logs(api: client.ApiClient, namespace: str) -> dict[str, list[str]]:
+    """Each step pod's log (the engine's own timestamped lines, no secrets in them): where a slow
+    step spent its time, kept in the results because a slow run is rarely repeated at will."""
+    core = client.CoreV1Api(api)
+    logs: dict[str, list[str]] = {}
+    for pod in core.list_namespaced_pod(namespace, label_selector="job-name").items:
+        try:
+            text = core.read_namespaced_pod_log(pod.metadata.name, namespace, tail_lines=200)
+        except ApiException as exc:
+            text = f"(no log: {exc.reason})"
+        logs[pod.metadata.labels["job-name"]] = text.splitlines()
+    return logs
 
 
 def _at(stamp: str | None) -> float | None:
@@ -184,6 +199,7 @@ def run(report: Report, bench: Any, *, scale: float, users: int | None) -> None:
             "status_total_seconds": total, "maintenance_window_seconds": window, "step_seconds": durations,
             "manual_engine_seconds": {k: round(v, 2) for k, v in manual.items()},
             "job_timeline_seconds_after_apply": timeline.since(applied),
+            "job_logs": step_logs(bench.api, ns),
         }
         if status.get("phase") != "Succeeded":
             report.errors.append(f"CoaiMigration e2e ended {status.get('phase')}: {status.get('message')}")
@@ -206,6 +222,13 @@ def run(report: Report, bench: Any, *, scale: float, users: int | None) -> None:
         log("CoaiMigration e2e: " + json.dumps({"total": total, "window": window, "steps": durations}))
         for job, moments in report.details["migration_e2e"]["job_timeline_seconds_after_apply"].items():
             log(f"  {job}: " + ", ".join(f"{m} {t:.2f}" for m, t in moments.items()))
+        for name, hand in (("Migrate", "migrate"), ("StorageMigration", "migrate-storage")):
+            if (durations.get(name) or 0) > 2 * manual[hand] + 2:
+                log(f"  {name} took {durations[name]:.0f} s against {manual[hand]:.1f} s by hand; its Job's log:")
+                for job, lines in report.details["migration_e2e"]["job_logs"].items():
+                    if job.startswith(f"to-2-{'storage' if hand == 'migrate-storage' else 'migrate'}-"):
+                        for line in lines:
+                            log(f"    {line}")
     finally:
         if op is not None:
             op.stop()
