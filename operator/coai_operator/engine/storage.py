@@ -35,6 +35,7 @@ import os
 import re
 import stat
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -285,6 +286,7 @@ def migrate_storage(conn: pymysql.Connection, schema: str, root: Path, id_type: 
     for rows in _batches(conn, _PENDING_FIRST, _PENDING_NEXT, batch_size):
         pending: list[tuple[Any, str, str, str]] = []
         staged = Staged(root)
+        started = time.monotonic()
         try:
             for file_id, path, _old, new in rows:
                 source = _classify(root, path, new, report, file_id)
@@ -295,7 +297,9 @@ def migrate_storage(conn: pymysql.Connection, schema: str, root: Path, id_type: 
                 pending.append((file_id, path, new_rel, digest))
                 copied_total += 1
                 testhooks.crash_point(copied_total)
+            copied_at = time.monotonic()
             staged.commit_files()
+            durable_at = time.monotonic()
         except BaseException:
             staged.discard()
             raise
@@ -322,7 +326,10 @@ def migrate_storage(conn: pymysql.Connection, schema: str, root: Path, id_type: 
         except BaseException:
             conn.rollback()
             raise
-        log.info("migrated %d files (batch up to id %s)", len(pending), pending[-1][0])
+        # The phases' times, so a stalled batch shows where it stalled (see docs/benchmarks.md).
+        log.info("migrated %d files (batch up to id %s; copies %.2fs, fsyncs+renames %.2fs, database %.2fs)",
+                 len(pending), pending[-1][0], copied_at - started, durable_at - copied_at,
+                 time.monotonic() - durable_at)
 
     unreferenced = _unreferenced_files(conn, root)
     if report.counts["missing"] or report.counts["invalid"]:
