@@ -222,11 +222,12 @@ def run(report: Report, bench: Any, *, scale: float, users: int | None) -> None:
         log("CoaiMigration e2e: " + json.dumps({"total": total, "window": window, "steps": durations}))
         for job, moments in report.details["migration_e2e"]["job_timeline_seconds_after_apply"].items():
             log(f"  {job}: " + ", ".join(f"{m} {t:.2f}" for m, t in moments.items()))
-        for name, hand in (("Migrate", "migrate"), ("StorageMigration", "migrate-storage")):
+        for name, hand, job_prefix in (("Migrate", "migrate", "to-2-migrate-"),
+                                       ("StorageMigration", "migrate-storage", "to-2-storage-")):
             if (durations.get(name) or 0) > 2 * manual[hand] + 2:
                 log(f"  {name} took {durations[name]:.0f} s against {manual[hand]:.1f} s by hand; its Job's log:")
                 for job, lines in report.details["migration_e2e"]["job_logs"].items():
-                    if job.startswith(f"to-2-{'storage' if hand == 'migrate-storage' else 'migrate'}-"):
+                    if job.startswith(job_prefix):
                         for line in lines:
                             log(f"    {line}")
     finally:
