@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from coai_operator.engine.storage import HASHED_PATH, copy_into_layout, extension, resolve_inside
+from coai_operator.engine.storage import HASHED_PATH, extension
+from coai_operator.engine.storage_files import Sources, copy_into_layout, resolve_inside
 
 
 @pytest.mark.parametrize(("rel", "ok"), [
@@ -25,6 +26,30 @@ from coai_operator.engine.storage import HASHED_PATH, copy_into_layout, extensio
 def test_resolve_inside(tmp_path: Path, rel: str | None, ok: bool) -> None:
     (tmp_path / "dir with space").mkdir()
     assert (resolve_inside(tmp_path, rel) is not None) is ok
+    assert (Sources(tmp_path).locate(rel) is not None) is ok
+
+
+def test_sources_agree_with_resolve_inside_through_symlinks(tmp_path: Path) -> None:
+    """The per-directory cache must decide exactly as a full resolution of each path does."""
+    root = tmp_path / "root"
+    (root / "uploads" / "7").mkdir(parents=True)
+    (root / "uploads" / "7" / "a.png").write_bytes(b"a")
+    (root / "uploads" / "7" / "sub").mkdir()
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "s.txt").write_text("secret")
+    (root / "in-link").symlink_to(root / "uploads" / "7")  # a directory link that stays inside
+    (root / "out-link").symlink_to(tmp_path / "outside")  # one that leaves the root
+    (root / "uploads" / "7" / "f-in").symlink_to(root / "uploads" / "7" / "a.png")
+    (root / "uploads" / "7" / "f-out").symlink_to(tmp_path / "outside" / "s.txt")
+    sources = Sources(root)
+    for rel in ("uploads/7/a.png", "in-link/a.png", "out-link/s.txt", "uploads/7/f-in", "uploads/7/f-out",
+                "uploads/7/missing.png", "uploads/7/sub", "uploads/8/x.png", "uploads/7/../../../outside/s.txt",
+                "uploads/7/a.png/..", "in-link/../7/a.png", "in-link/../uploads/7/a.png", "./uploads/7/a.png",
+                "uploads/7/", "uploads/7/."):
+        real = resolve_inside(root, rel)
+        expected = None if real is None else (str(real), real.is_file())
+        assert sources.locate(rel) == expected, rel
+        assert sources.locate(rel) == expected, f"{rel} (cached)"
 
 
 def test_symlink_out_of_the_root_is_not_inside(tmp_path: Path) -> None:
@@ -56,7 +81,7 @@ def test_copy_is_content_addressed_and_idempotent(tmp_path: Path) -> None:
 
 
 def test_a_batch_gets_no_final_name_before_its_durability_pass(tmp_path: Path) -> None:
-    from coai_operator.engine.storage import Staged
+    from coai_operator.engine.storage_files import Staged
 
     for d in ("uploads", "temp"):
         (tmp_path / d).mkdir()

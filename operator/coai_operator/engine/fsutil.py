@@ -13,7 +13,7 @@ import fcntl
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -31,16 +31,7 @@ def widen_pipe(stream: BinaryIO) -> None:
         fcntl.fcntl(stream.fileno(), fcntl.F_SETPIPE_SZ, CHUNK)
 
 
-def start_writeback(fd: int) -> None:
-    """Start writing a file's dirty pages to disk now, without waiting (Linux sync_file_range(2)
-    with SYNC_FILE_RANGE_WRITE; a no-op elsewhere). The fsync that makes the file durable later
-    then finds its pages written or in flight, so a batch of files costs about one journal commit
-    instead of one each, and, unlike syncfs(2), nobody else's dirty data is waited for."""
-    if _SYNC_FILE_RANGE is not None:
-        _SYNC_FILE_RANGE(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
-
-
-def fsync_path(path: Path) -> None:
+def fsync_path(path: str | Path) -> None:
     """Make a file's content, or a rename inside a directory, durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -49,12 +40,32 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-_SYNC_FILE_RANGE_WRITE = 2
+def make_durable(paths: Sequence[str | Path]) -> None:
+    """Make new files' content (all on one filesystem) durable before anything refers to them:
+    one syncfs(2) of that filesystem (Linux; it reports writeback errors since 5.8), else an
+    fsync of each. syncfs also writes back other programs' dirty data there; on a volume of the
+    app's own (its PVC) that is the app's. Measured on 20000 small files: 0.22 s, against 1.65 s
+    for their fsyncs from 16 threads, more one after another (docs/benchmarks.md)."""
+    if not paths:
+        return
+    if _SYNCFS is None:
+        for path in paths:
+            fsync_path(path)
+        return
+    fd = os.open(paths[0], os.O_RDONLY)
+    try:
+        if _SYNCFS(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"syncfs: {os.strerror(err)}", str(paths[0]))
+    finally:
+        os.close(fd)
+
+
 try:
-    _SYNC_FILE_RANGE: Any = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).sync_file_range
-    _SYNC_FILE_RANGE.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    _SYNCFS: Any = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).syncfs
+    _SYNCFS.argtypes = [ctypes.c_int]
 except (OSError, AttributeError):
-    _SYNC_FILE_RANGE = None
+    _SYNCFS = None
 
 
 @contextlib.contextmanager
