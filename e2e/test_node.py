@@ -5,6 +5,8 @@ project's Dockerfile."""
 from __future__ import annotations
 
 import json
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +16,7 @@ from coai_operator.kube import Kube
 from coai_operator.migration.jobsteps import pod_log_tail
 from e2e.conftest import Cluster
 from e2e.helpers import wait_for
+from e2e.localcluster import network
 
 pytestmark = pytest.mark.e2e
 RESTRICTED = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "runAsNonRoot": True,
@@ -137,3 +140,22 @@ def test_the_operator_reads_the_tail_of_a_job_pods_log(cluster: Cluster, namespa
         assert pod_log_tail(Kube(api=api), namespace, pod, lines=2).split() == ["6", "7"]
     finally:
         api.close()
+
+
+def test_the_gateway_keeps_its_address_when_a_pod_interface_comes_and_goes(cluster: Cluster) -> None:
+    """Pods cache the gateway's MAC; had it followed the bridge's lowest port, a pod leaving would
+    stall every other pod's connections to host services (MariaDB) until their ARP entries expired."""
+    def bridge_mac() -> str:
+        return Path(f"/sys/class/net/{network.BRIDGE}/address").read_text().strip()
+
+    before = bridge_mac()
+    assert before == network.BRIDGE_MAC
+    # A port whose address is lower than any the kernel or a CNI plugin would pick, as a pod's veth.
+    subprocess.run(["ip", "link", "add", "coai-t-mac", "address", "02:00:00:00:00:01", "type", "veth",
+                    "peer", "name", "coai-t-macp"], check=True)
+    try:
+        subprocess.run(["ip", "link", "set", "coai-t-mac", "master", network.BRIDGE], check=True)
+        assert bridge_mac() == before
+    finally:
+        subprocess.run(["ip", "link", "del", "coai-t-mac"], check=True)
+    assert bridge_mac() == before

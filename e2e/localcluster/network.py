@@ -20,6 +20,7 @@ from pathlib import Path
 
 BRIDGE = "coai-e2e0"
 GATEWAY = "10.244.0.1"
+BRIDGE_MAC = "02:c0:a1:e2:e0:01"  # locally administered
 POD_CIDR = "10.244.0.0/24"
 NETWORK_NAME = "coai-e2e"
 FORWARD_CHAIN = "COAI-E2E-FORWARD"
@@ -67,7 +68,11 @@ def record_host_state() -> None:
 
 
 def setup_bridge() -> None:
-    _run("ip", "link", "add", BRIDGE, "type", "bridge")
+    # A fixed address: a bridge without one takes the lowest of its ports' addresses, so it
+    # changed whenever a pod's veth came or went, and a pod that had resolved the gateway kept
+    # sending to the old address until its ARP entry expired. Its connections to MariaDB on the
+    # gateway stalled for 50-110 s (TCP backoff) whenever an earlier pod went away mid-step.
+    _run("ip", "link", "add", BRIDGE, "address", BRIDGE_MAC, "type", "bridge")
     _run("ip", "addr", "add", f"{GATEWAY}/24", "dev", BRIDGE)
     _run("ip", "link", "set", BRIDGE, "up")
     # Forwarding for packets arriving on our bridge only (service DNAT between pods); the
