@@ -52,7 +52,9 @@ def make_durable(paths: Sequence[str | Path]) -> None:
         for path in paths:
             fsync_path(path)
         return
-    fd = os.open(paths[0], os.O_RDONLY)
+    # Any descriptor on the filesystem will do: the directory's, since a copy keeps its source's
+    # mode and so may not be readable by its owner.
+    fd = os.open(os.path.dirname(os.path.abspath(paths[0])), os.O_RDONLY)
     try:
         if _SYNCFS(fd) != 0:
             err = ctypes.get_errno()
