@@ -62,8 +62,8 @@ SAMPLE = 20
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage", required=True, type=Path, help="the app's storage root (/storage)")
     parser.add_argument("--undo", action="store_true", help="restore the original paths and remove the copies")
-    # Each batch costs two journal commits (its copies, then its directory: ~20 ms on this host's
-    # disk), and its transaction starts only after its copies, so a larger batch holds no lock longer.
+    # Each batch costs a syncfs, a directory fsync and a commit, and its transaction starts only
+    # after its copies, so a larger batch holds no lock longer.
     parser.add_argument("--batch-size", type=int, default=1000, help="rows per transaction (default 1000)")
     parser.add_argument("--strict", action="store_true",
                         help="fail, changing nothing, if any referenced file is missing or its path is invalid")

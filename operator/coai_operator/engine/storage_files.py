@@ -20,9 +20,13 @@ SMALL_READ = 1 << 16  # below malloc's mmap threshold: a 1 MiB read buffer per s
 DIR_CACHE = 10_000
 
 
+def _relative(rel: str) -> bool:
+    return "\x00" not in rel and not os.path.isabs(rel)
+
+
 def resolve_inside(root: Path, rel: str | None) -> Path | None:
     """`root/rel` if `rel` is a relative path that stays inside `root` (symlinks resolved), else None."""
-    if not rel or "\x00" in rel or os.path.isabs(rel):
+    if not rel or not _relative(rel):
         return None
     real_root = os.path.realpath(root)
     real = os.path.realpath(os.path.join(real_root, rel))
@@ -43,7 +47,7 @@ class Sources:
 
     def locate(self, rel: str | None) -> tuple[str, bool] | None:
         """None if `rel` is not a path inside the root, else (real path, is it a regular file)."""
-        if not rel or "\x00" in rel or os.path.isabs(rel):
+        if not rel or not _relative(rel):
             return None
         parent, name = os.path.split(rel)  # not normpath: `link/..` is the link target's parent
         if name in ("", ".", ".."):
@@ -108,13 +112,14 @@ class Staged:
             os.unlink(tmp)
             raise
         os.close(fd)
-        rel = f"uploads/{digest.hexdigest()}{ext}"
+        sha256 = digest.hexdigest()
+        rel = f"uploads/{sha256}{ext}"
         target = os.path.join(self.root, rel)
         if target in self.files or os.path.isfile(target):
             os.unlink(tmp)
-            return digest.hexdigest(), rel, False
+            return sha256, rel, False
         self.files[target] = tmp
-        return digest.hexdigest(), rel, True
+        return sha256, rel, True
 
     def commit_files(self) -> None:
         """Durable content first, then the renames, then the directory: a final name only ever
